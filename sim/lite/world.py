@@ -1,0 +1,587 @@
+"""`LiteSimulator`: the embedded backend of the `Simulator` protocol.
+
+One tick (0.05 s): sanitise the control -> ego dynamics (friction from the current
+weather) -> traffic lights -> NPC vehicles (IDM) and pedestrians -> scripted triggers ->
+collisions (oriented boxes) -> route criteria (Leaderboard rules) -> sensors.
+Deterministic: all randomness comes from generators seeded by the reset seed, and no
+wall-clock time is read.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from sim.control import RoadOption, VehicleControl
+from sim.criteria import Collision, LaneQuery, RouteCriteria, RouteStatus
+from sim.geometry import GeoReference, Transform, yaw_to_compass
+from sim.ground_truth import (
+    ActorState,
+    GroundTruth,
+    InfractionEvent,
+    TrafficLightInfo,
+    TrafficLightState,
+)
+from sim.lite import polyline as pl
+from sim.lite.dynamics import MKZ_HEIGHT_M, MKZ_LENGTH_M, MKZ_WIDTH_M, EgoState, step_ego
+from sim.lite.pedestrians import PEDESTRIAN_SIZE_M, Pedestrians
+from sim.lite.routing import RoutePlanner
+from sim.lite.scene import BoxKind, SceneBoxes
+from sim.lite.town import Town, TownSpec
+from sim.lite.traffic import (
+    BEHAVIOUR_HARD_BRAKE,
+    BEHAVIOUR_NORMAL,
+    BEHAVIOUR_STOPPED,
+    NPC_HEIGHT_M,
+    NPC_LENGTH_M,
+    NPC_WIDTH_M,
+    Obstacles,
+    Traffic,
+)
+from sim.protocol import FIXED_DELTA_SECONDS, SensorData
+from sim.route import Route
+from sim.sensors import CAMERA, GNSS, IMU, LIDAR, RADAR, SPEEDOMETER, SensorSpec, SensorSpecError, parse_sensor_specs
+from sim.spec import VehicleSpec, WorldSpec, WorldSpecError
+from sim.weather import GRAVITY_MPS2
+
+EGO_ID = 1
+EGO_TYPE_ID = "vehicle.lincoln.mkz_2020"
+GEO_REFERENCE = GeoReference(lat_ref=42.0, lon_ref=2.0)  # the Leaderboard's default
+LIGHT_GREEN_S = 10.0  # [s] per approach, CARLA's default cycle
+LIGHT_YELLOW_S = 3.0  # [s]
+LIGHT_ALL_RED_S = 2.0  # [s]
+LIGHT_POLE_SIZE_M = (0.35, 0.35, 4.5)
+
+# kind -> (CARLA blueprint, size (l, w, h) [m], BoxKind, colour BGR)
+PROP_TYPES: dict[str, tuple[str, tuple[float, float, float], BoxKind, tuple[int, int, int]]] = {
+    "cone": ("static.prop.constructioncone", (0.45, 0.45, 0.75), BoxKind.CONE, (20, 110, 245)),
+    "barrier": ("static.prop.streetbarrier", (0.6, 2.0, 1.0), BoxKind.BARRIER, (60, 80, 225)),
+    "warning_sign": ("static.prop.trafficwarning", (0.6, 2.4, 2.2), BoxKind.WARNING_SIGN, (30, 170, 245)),
+    "debris": ("static.prop.dirtdebris02", (1.6, 1.4, 0.25), BoxKind.DEBRIS, (60, 75, 95)),
+    "parked_vehicle": ("vehicle.parked.sedan", (4.6, 1.9, 1.5), BoxKind.VEHICLE, (120, 120, 125)),
+}
+
+
+@lru_cache(maxsize=4)
+def build_town(spec: TownSpec, seed: int) -> Town:
+    """Towns are immutable, so evaluations over one town build it once per process."""
+    return Town(spec, seed)
+
+
+def obb_overlap(
+    centre: np.ndarray, yaw: float, half: np.ndarray,
+    centres: np.ndarray, yaws: np.ndarray, halves: np.ndarray,
+) -> np.ndarray:
+    """Separating-axis test of one oriented box against M boxes: (M,) bool."""
+    if len(centres) == 0:
+        return np.zeros(0, bool)
+    ax = np.array([[math.cos(yaw), math.sin(yaw)], [-math.sin(yaw), math.cos(yaw)]])  # (2, 2)
+    bx = np.stack(
+        [np.stack([np.cos(yaws), np.sin(yaws)], -1), np.stack([-np.sin(yaws), np.cos(yaws)], -1)], 1
+    )  # (M, 2, 2)
+    d = centres - centre  # (M, 2)
+    overlap = np.ones(len(centres), bool)
+    for k in range(2):  # axes of box A
+        axis = ax[k]
+        ra = half[k]
+        rb = np.abs(bx[:, 0] @ axis) * halves[:, 0] + np.abs(bx[:, 1] @ axis) * halves[:, 1]
+        overlap &= np.abs(d @ axis) <= ra + rb
+    for k in range(2):  # axes of the M boxes
+        axis = bx[:, k]  # (M, 2)
+        ra = np.abs(axis @ ax[0]) * half[0] + np.abs(axis @ ax[1]) * half[1]
+        overlap &= np.abs((d * axis).sum(1)) <= ra + halves[:, k]
+    return overlap
+
+
+class LiteSimulator:
+    """The embedded simulator. Use `reset`, `setup_sensors`, then `tick` at 20 Hz."""
+
+    backend = "lite"
+
+    def __init__(self) -> None:
+        self._spec: WorldSpec | None = None
+        self._sensors: list[SensorSpec] = []
+        self._renderers: dict[str, Any] = {}
+        self._events: list[InfractionEvent] = []
+
+    # ----------------------------------------------------------------- reset
+    def reset(self, spec: WorldSpec, seed: int) -> None:
+        if not isinstance(spec, WorldSpec):
+            raise TypeError(f"reset() needs a WorldSpec, got {type(spec).__name__}")
+        self._spec = spec
+        self.seed = int(seed)
+        self.town = build_town(spec.town, self.seed)
+        self._route = RoutePlanner(self.town, GEO_REFERENCE).plan(
+            spec.route, np.random.default_rng([self.seed, 2])
+        )
+        self.rng = np.random.default_rng([self.seed, 3])
+        self._frame = 0
+        self._time_s = 0.0
+        self._events = []
+        self._next_id = EGO_ID + 1
+        p0, yaw0 = self._route.points[0], float(self._route.yaw[0])
+        self.ego = EgoState(x=float(p0[0]), y=float(p0[1]), yaw=yaw0)
+        self._control = VehicleControl()
+        self.weather = spec.weather_at(0.0)
+        self._active_events: list[str] = []
+        self._lights_setup()
+        self._props_setup(spec)
+        self.traffic = Traffic(self.town, np.random.default_rng([self.seed, 4]))
+        self.pedestrians = Pedestrians(self.town, np.random.default_rng([self.seed, 5]))
+        self._scripted_vehicles: list[tuple[int, VehicleSpec]] = []
+        for vspec in spec.vehicles:
+            self._add_scripted_vehicle(vspec)
+        for pspec in spec.pedestrians:
+            self._add_scripted_pedestrian(pspec)
+        self._spawn_background_vehicles(spec.num_vehicles)
+        self.pedestrians.spawn_background(
+            spec.num_pedestrians,
+            [self._new_id() for _ in range(spec.num_pedestrians)],
+            np.array([self.ego.x, self.ego.y]),
+        )
+        self.criteria = RouteCriteria(
+            self._route, spec.town.speed_limit_kmh / 3.6, MKZ_LENGTH_M / 2.0, spec.timeout_s
+        )
+        self._light_states = self._compute_light_states(0.0)
+        if self._sensors:
+            self.setup_sensors([s.to_dict() for s in self._sensors])
+
+    def _new_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def _route_pose(self, s_m: float, lateral_m: float) -> tuple[np.ndarray, float]:
+        """World point `s_m` along the route, `lateral_m` to its left; and the route yaw."""
+        if not 0.0 <= s_m <= self._route.length_m:
+            raise WorldSpecError(
+                f"route_s_m = {s_m} lies outside the route (length {self._route.length_m:.1f} m)"
+            )
+        p = self._route.point_at(s_m)
+        yaw = self._route.yaw_at(s_m)
+        left = np.array([math.sin(yaw), -math.cos(yaw)])
+        return p + lateral_m * left, yaw
+
+    def _props_setup(self, spec: WorldSpec) -> None:
+        xy, yaw, size, kind, colour, type_ids, ids = [], [], [], [], [], [], []
+        for prop in spec.props:
+            type_id, dims, box_kind, bgr = PROP_TYPES[prop.kind]
+            p, route_yaw = self._route_pose(prop.route_s_m, prop.lateral_m)
+            xy.append(p)
+            yaw.append(route_yaw + math.radians(prop.yaw_offset_deg))
+            size.append(dims)
+            kind.append(int(box_kind))
+            colour.append(prop.bgr or bgr)
+            type_ids.append(type_id)
+            ids.append(self._new_id())
+        for light in self.town.lights:  # poles are static layout obstacles, as in CARLA
+            xy.append(light.position)
+            yaw.append(light.heading)
+            size.append(LIGHT_POLE_SIZE_M)
+            kind.append(int(BoxKind.TRAFFIC_LIGHT))
+            colour.append((50, 50, 50))
+            type_ids.append("traffic.traffic_light")
+            ids.append(self._new_id())
+        self.prop_xy = np.array(xy, float).reshape(-1, 2)
+        self.prop_yaw = np.array(yaw, float)
+        self.prop_size = np.array(size, float).reshape(-1, 3)
+        self.prop_kind = np.array(kind, np.int64)
+        self.prop_bgr = np.array(colour, np.uint8).reshape(-1, 3)
+        self.prop_type_ids = type_ids
+        self.prop_ids = np.array(ids, np.int64)
+        self._n_props = len(spec.props)  # the rest are light poles
+        # Constant obstacle arrays for the NPC model, sized once per reset.
+        self._prop_radius = self.prop_size[:, :2].max(1) / 2
+        self._prop_zeros = np.zeros(len(self.prop_xy))
+        cap = spec.num_vehicles + len(spec.vehicles) + spec.num_pedestrians + len(spec.pedestrians) + len(self.prop_xy) + 1
+        self._ego_radius = np.array([MKZ_WIDTH_M / 2 + 0.1])
+        self._ego_half_length = np.array([MKZ_LENGTH_M / 2])
+        self._npc_radius = np.full(cap, NPC_WIDTH_M / 2 + 0.1)
+        self._npc_half_length = np.full(cap, NPC_LENGTH_M / 2)
+        self._ped_radius = np.full(cap, 0.4)
+        self._minus_ones = np.full(cap, -1)
+        self._pole_light_index = np.arange(len(self.town.lights))
+
+    def _route_lane_at(self, s_m: float) -> tuple[int, float]:
+        i = int(np.clip(np.searchsorted(self._route.s, s_m), 0, len(self._route.s) - 1))
+        for j in list(range(i, len(self._route.s))) + list(range(i, -1, -1)):
+            lane_id = int(self._route.lane_ids[j])
+            if lane_id >= 0:
+                lane = self.town.lanes[lane_id]
+                return lane_id, pl.project(lane.points, lane.s, self._route.points[i])[0]
+        raise WorldSpecError("the route has no lane to place a vehicle on")
+
+    def _route_lanes_from(self, lane_id: int) -> list[int]:
+        ids = [int(i) for i in self._route.lane_ids if i >= 0]
+        out: list[int] = []
+        started = False
+        for i in ids:
+            if i == lane_id:
+                started = True
+            if started and (not out or out[-1] != i):
+                out.append(i)
+        return out or [lane_id]
+
+    def _add_scripted_vehicle(self, vspec: VehicleSpec) -> None:
+        lane_id, s_on_lane = self._route_lane_at(vspec.route_s_m)
+        lane = self.town.lanes[lane_id]
+        steps = vspec.lane_offset
+        while steps != 0:
+            nxt = lane.left_id if steps > 0 else lane.right_id
+            if nxt < 0:
+                raise WorldSpecError(
+                    f"vehicle at route_s_m={vspec.route_s_m}: no lane {vspec.lane_offset:+d} "
+                    f"beside the route lane (road has {self.town.spec.lanes_per_direction} per direction)"
+                )
+            s_on_lane = pl.project(self.town.lanes[nxt].points, self.town.lanes[nxt].s, lane.point_at(s_on_lane))[0]
+            lane = self.town.lanes[nxt]
+            steps += -1 if steps > 0 else 1
+        path = self._route_lanes_from(lane.id) if vspec.lane_offset == 0 else [lane.id]
+        behaviour = {
+            "stopped": BEHAVIOUR_STOPPED,
+            "hard_brake": BEHAVIOUR_HARD_BRAKE,
+        }.get(vspec.behaviour, BEHAVIOUR_NORMAL)
+        trigger = vspec.trigger_s_m if vspec.trigger_s_m is not None else math.inf
+        speed = 0.0 if vspec.behaviour == "stopped" else vspec.speed_mps
+        k = self.traffic.add(
+            path, s_on_lane, speed, vspec.speed_mps, self._new_id(),
+            ignore_lights=vspec.behaviour == "run_red_light", behaviour=behaviour,
+            trigger_s=trigger, brake_decel=vspec.brake_decel_mps2, respawnable=False,
+        )
+        self._scripted_vehicles.append((k, vspec))
+
+    def _add_scripted_pedestrian(self, pspec) -> None:
+        sign = -1.0 if pspec.side == "right" else 1.0  # lateral_m is to the left
+        start, yaw = self._route_pose(pspec.route_s_m, sign * pspec.start_lateral_m)
+        left = np.array([math.sin(yaw), -math.cos(yaw)])
+        end = start - sign * pspec.walk_m * left
+        trigger = pspec.trigger_s_m if pspec.trigger_s_m is not None else 0.0
+        self.pedestrians.spawn_scripted(start, end, pspec.speed_mps, trigger, self._new_id())
+
+    def _spawn_background_vehicles(self, count: int) -> None:
+        town = self.town
+        lanes = [lane for lane in town.lanes if lane.road_id >= 0 and lane.length > 15.0]
+        taken = [np.array([self.ego.x, self.ego.y])]
+        taken += list(self.traffic.positions()[0]) + list(self.prop_xy[: self._n_props])
+        for _ in range(count):
+            for _attempt in range(40):
+                lane = lanes[int(self.rng.integers(len(lanes)))]
+                s = float(self.rng.uniform(2.0, lane.length - 2.0))
+                p = lane.point_at(s)
+                ego_d = float(np.linalg.norm(p - taken[0]))
+                if ego_d > 30.0 and all(np.linalg.norm(p - q) > 12.0 for q in taken[1:]):
+                    break
+            else:
+                continue
+            v_des = lane.speed_limit_mps * float(self.rng.uniform(0.7, 1.0))
+            self.traffic.add([lane.id], s, v_des * 0.5, v_des, self._new_id())
+            taken.append(p)
+
+    def _respawn(self, k: int) -> None:
+        ego = np.array([self.ego.x, self.ego.y])
+        lanes = [lane for lane in self.town.lanes if lane.road_id >= 0 and lane.length > 15.0]
+        others, _ = self.traffic.positions()
+        for _attempt in range(40):
+            lane = lanes[int(self.rng.integers(len(lanes)))]
+            s = float(self.rng.uniform(2.0, lane.length - 2.0))
+            p = lane.point_at(s)
+            if np.linalg.norm(p - ego) > 80.0 and (np.linalg.norm(others - p, axis=1) > 12.0).all():
+                self.traffic.add_repath(k, [lane.id], s, lane.point_at(s)[None])
+                self.traffic.place(k, 0.0, speed=0.0)
+                return
+
+    # ---------------------------------------------------------------- lights
+    def _lights_setup(self) -> None:
+        lights = self.town.lights
+        self._light_cycle_index = np.array([lt.cycle_index for lt in lights], float)
+        self._light_cycle_count = np.array([lt.cycle_count for lt in lights], float)
+        self._light_offset = np.array([lt.phase_offset_s for lt in lights], float)
+        self._stop_line_centres = np.array([lt.stop_line.mean(axis=0) for lt in lights]).reshape(-1, 2)
+
+    def _compute_light_states(self, t: float) -> np.ndarray:
+        """(L,) TrafficLightState values: approaches of a junction take turns (like a CARLA
+        traffic-light group): green, yellow, then all-red before the next approach."""
+        if len(self.town.lights) == 0:
+            return np.zeros(0, np.int64)
+        phase = LIGHT_GREEN_S + LIGHT_YELLOW_S + LIGHT_ALL_RED_S
+        tc = (t + self._light_offset) % (phase * self._light_cycle_count)
+        active = np.floor(tc / phase)
+        within = tc - active * phase
+        mine = active == self._light_cycle_index
+        state = np.full(len(tc), int(TrafficLightState.Red))
+        state[mine & (within < LIGHT_GREEN_S)] = int(TrafficLightState.Green)
+        state[mine & (within >= LIGHT_GREEN_S) & (within < LIGHT_GREEN_S + LIGHT_YELLOW_S)] = int(
+            TrafficLightState.Yellow
+        )
+        return state
+
+    # --------------------------------------------------------------- sensors
+    def setup_sensors(self, sensor_specs: list[dict], track: str = "SENSORS") -> list[SensorSpec]:
+        specs = parse_sensor_specs(sensor_specs, track)
+        for s in specs:
+            if s.type in (LIDAR, RADAR):
+                raise SensorSpecError(
+                    f"sensor {s.id!r}: {s.type} is valid for the Leaderboard but the embedded "
+                    "simulator renders cameras, gnss, imu and speedometer only; use the carla backend"
+                )
+        self._sensors = specs
+        self._renderers = {}
+        if any(s.type == CAMERA for s in specs):
+            from sim.lite.camera import CameraRenderer
+
+            for s in specs:
+                if s.type == CAMERA:
+                    self._renderers[s.id] = CameraRenderer(s, self.town.raster)
+        return specs
+
+    # ------------------------------------------------------------------ tick
+    def tick(self, control: Any) -> SensorData:
+        if self._spec is None:
+            raise RuntimeError("tick() before reset()")
+        dt = FIXED_DELTA_SECONDS
+        ctrl = VehicleControl.sanitized(control)
+        self._control = ctrl
+        self._frame += 1
+        self._time_s = self._frame * dt
+        progress = self.criteria.status.progress_m
+        self.weather = self._spec.weather_at(progress / self._route.length_m)
+        self.ego = step_ego(self.ego, ctrl, self.weather.friction, dt)
+        self._light_states = self._compute_light_states(self._time_s)
+        ego_xy = np.array([self.ego.x, self.ego.y])
+
+        npc_xy, npc_yaw = self.traffic.positions()
+        ped_xy, ped_yaw = self.pedestrians.positions()
+        n_npc, n_ped, n_prop = len(npc_xy), len(ped_xy), len(self.prop_xy)
+        obstacles = Obstacles(
+            xy=np.concatenate([ego_xy[None], npc_xy, ped_xy, self.prop_xy]),
+            radius=np.concatenate([self._ego_radius, self._npc_radius[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
+            owner=np.concatenate([[-1], np.arange(n_npc), self._minus_ones[: n_ped + n_prop]]),
+            speed=np.concatenate([[max(self.ego.speed, 0.0)], self.traffic.v, self.pedestrians.velocities(), self._prop_zeros]),
+            half_length=np.concatenate([self._ego_half_length, self._npc_half_length[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
+        )
+        light_red = self._light_states != int(TrafficLightState.Green)
+        ego_junction = self._ego_junction(ego_xy)
+        self.traffic.step(dt, obstacles, light_red, progress, ego_junction)
+        self._scripted_triggers(progress)
+        for k in np.nonzero(self.traffic.dead_ended())[0]:
+            self._respawn(int(k))
+        self.pedestrians.step(dt, progress, np.concatenate([npc_xy, ego_xy[None]]),
+                              np.concatenate([self.traffic.v, [abs(self.ego.speed)]]))
+
+        collisions = self._collisions(ego_xy)
+        label = self.town.label_at(ego_xy)
+        lane = LaneQuery(
+            on_driving_lane=label >= 0, in_junction=label == -2,
+            lane_heading=self._lane_heading(label, ego_xy) if label >= 0 else None,
+        )
+        self._events = self.criteria.update(
+            self._frame, self._time_s, ego_xy, self.ego.yaw, abs(self.ego.speed), lane,
+            collisions, self._light_infos(near_xy=ego_xy),
+        )
+        return self._sensor_data()
+
+    def _lane_heading(self, lane_id: int, xy: np.ndarray) -> float:
+        lane = self.town.lanes[lane_id]
+        i = int(np.argmin(((lane.points - xy) ** 2).sum(1)))
+        return float(lane.heading[i])
+
+    def _ego_junction(self, ego_xy: np.ndarray) -> int:
+        if self.town.label_at(ego_xy) != -2:
+            return -1
+        for node in self.town.nodes:
+            if node.is_junction and np.abs(ego_xy - node.position).max() <= node.radius + 1.0:
+                return node.id
+        return -1
+
+    def _scripted_triggers(self, progress: float) -> None:
+        for k, vspec in self._scripted_vehicles:
+            name = f"{vspec.behaviour}@{vspec.route_s_m:g}"
+            fired = self.traffic.triggered[k]
+            if fired and name not in self._active_events:
+                self._active_events.append(name)
+                if vspec.behaviour == "cut_in":
+                    self._cut_in(k)
+        n_ped_fired = int((self.pedestrians.scripted & (self.pedestrians.walking | (self.pedestrians.s > 0))).sum())
+        for i in range(n_ped_fired):
+            name = f"pedestrian_crossing#{i}"
+            if name not in self._active_events:
+                self._active_events.append(name)
+
+    def _cut_in(self, k: int) -> None:
+        """Re-path NPC k from its lane into the route lane beside it over ~15 m."""
+        xy, yaw = self.traffic.positions()
+        here = xy[k]
+        s_route = pl.project(self._route.points, self._route.s, here)[0]
+        lane_id, s_lane = self._route_lane_at(min(s_route + 15.0, self._route.length_m))
+        lane = self.town.lanes[lane_id]
+        target = lane.point_at(s_lane)
+        merge = pl.bezier(here, float(yaw[k]), target, lane.heading_at(s_lane))
+        v = self.traffic.v[k]
+        self.traffic.add_repath(k, self._route_lanes_from(lane_id), s_lane, merge)
+        self.traffic.v[k] = v
+
+    def _collisions(self, ego_xy: np.ndarray) -> list[Collision]:
+        npc_xy, npc_yaw = self.traffic.positions()
+        ped_xy, ped_yaw = self.pedestrians.positions()
+        centres = np.concatenate([npc_xy, ped_xy, self.prop_xy])
+        d = centres - ego_xy
+        near = np.einsum("mc,mc->m", d, d) < 36.0  # 6 m: no box pair farther apart can touch
+        if not near.any():
+            return []
+        yaws = np.concatenate([npc_yaw, ped_yaw, self.prop_yaw])
+        halves = np.concatenate([
+            np.tile([NPC_LENGTH_M / 2, NPC_WIDTH_M / 2], (len(npc_xy), 1)),
+            np.tile([PEDESTRIAN_SIZE_M[0] / 2, PEDESTRIAN_SIZE_M[1] / 2], (len(ped_xy), 1)),
+            self.prop_size[:, :2] / 2,
+        ])
+        idx = np.nonzero(near)[0]
+        hit = obb_overlap(ego_xy, self.ego.yaw, np.array([MKZ_LENGTH_M / 2, MKZ_WIDTH_M / 2]),
+                          centres[idx], yaws[idx], halves[idx])
+        out = []
+        n_npc, n_ped = len(npc_xy), len(ped_xy)
+        for i in idx[hit]:
+            if i < n_npc:
+                out.append(Collision(int(self.traffic.ids[i]), "vehicle.npc.sedan", tuple(centres[i])))
+            elif i < n_npc + n_ped:
+                out.append(Collision(int(self.pedestrians.ids[i - n_npc]), "walker.pedestrian.0001", tuple(centres[i])))
+            else:
+                j = i - n_npc - n_ped
+                out.append(Collision(int(self.prop_ids[j]), self.prop_type_ids[j], tuple(centres[i])))
+        return out
+
+    def _light_infos(self, near_xy: np.ndarray | None = None, radius_m: float = 20.0) -> list[TrafficLightInfo]:
+        """Traffic lights as ground truth; with `near_xy`, only those within `radius_m`."""
+        out = []
+        chosen = range(len(self.town.lights))
+        if near_xy is not None and len(self.town.lights):
+            d = np.abs(self._stop_line_centres - near_xy).max(axis=1)
+            chosen = np.nonzero(d < radius_m)[0].tolist()
+        for i in chosen:
+            light, state = self.town.lights[i], self._light_states[i]
+            out.append(TrafficLightInfo(
+                id=light.id, state=TrafficLightState(int(state)), x=float(light.position[0]),
+                y=float(light.position[1]),
+                stop_line=(tuple(light.stop_line[0]), tuple(light.stop_line[1])),  # type: ignore[arg-type]
+                heading=light.heading, lane_ids=tuple(light.lane_ids),
+            ))
+        return out
+
+    def _sensor_data(self) -> SensorData:
+        data: SensorData = {}
+        if not self._sensors:
+            return data
+        boxes = self.scene_boxes() if self._renderers else None
+        for s in self._sensors:
+            if s.type == CAMERA:
+                img = self._renderers[s.id].render(
+                    np.array([self.ego.x, self.ego.y]), self.ego.yaw, boxes, self.weather, self._frame
+                )
+                data[s.id] = (self._frame, img)
+            elif s.type == GNSS:
+                lat, lon, alt = GEO_REFERENCE.to_gps(self.ego.x, self.ego.y, 0.0)
+                data[s.id] = (self._frame, np.array([lat, lon, alt], np.float64))
+            elif s.type == IMU:
+                data[s.id] = (self._frame, np.array([
+                    self.ego.accel, self.ego.lateral_accel, GRAVITY_MPS2,
+                    0.0, 0.0, self.ego.yaw_rate, yaw_to_compass(self.ego.yaw),
+                ], np.float64))
+            elif s.type == SPEEDOMETER:
+                data[s.id] = (self._frame, {"speed": float(self.ego.speed)})
+        return data
+
+    # ------------------------------------------------------------ rendering
+    def scene_boxes(self) -> SceneBoxes:
+        """Every object as a box, for the renderers (ego included, kind EGO)."""
+        npc_xy, npc_yaw = self.traffic.positions()
+        ped_xy, ped_yaw = self.pedestrians.positions()
+        n_npc, n_ped, n_prop = len(npc_xy), len(ped_xy), len(self.prop_xy)
+        light_bgr = np.zeros((n_prop, 3), np.uint8)
+        if len(self.town.lights):
+            lamp = np.array([[40, 40, 255], [0, 200, 255], [80, 255, 80]], np.uint8)
+            light_bgr[self._n_props :] = lamp[np.minimum(self._light_states, 2)]
+        braking = self.traffic.v < 0.5
+        tail = np.where(braking[:, None], [[40, 40, 255]], [[20, 20, 160]]).astype(np.uint8)
+        return SceneBoxes(
+            center_xy=np.concatenate([[[self.ego.x, self.ego.y]], npc_xy, ped_xy, self.prop_xy]),
+            yaw=np.concatenate([[self.ego.yaw], npc_yaw, ped_yaw, self.prop_yaw]),
+            size=np.concatenate([
+                [[MKZ_LENGTH_M, MKZ_WIDTH_M, MKZ_HEIGHT_M]],
+                np.tile([NPC_LENGTH_M, NPC_WIDTH_M, NPC_HEIGHT_M], (n_npc, 1)),
+                np.tile(PEDESTRIAN_SIZE_M, (n_ped, 1)), self.prop_size,
+            ]).reshape(-1, 3),
+            base_z=np.zeros(1 + n_npc + n_ped + n_prop),
+            bgr=np.concatenate([[[200, 200, 200]], self.traffic.colour, self.pedestrians.colour, self.prop_bgr]).astype(np.uint8).reshape(-1, 3),
+            kind=np.concatenate([[int(BoxKind.EGO)], np.full(n_npc, int(BoxKind.VEHICLE)),
+                                 np.full(n_ped, int(BoxKind.PEDESTRIAN)), self.prop_kind]).astype(np.int64),
+            light_bgr=np.concatenate([[[0, 0, 0]], tail, np.zeros((n_ped, 3)), light_bgr]).astype(np.uint8).reshape(-1, 3),
+            ids=np.concatenate([[EGO_ID], self.traffic.ids, self.pedestrians.ids, self.prop_ids]).astype(np.int64),
+        )
+
+    # ------------------------------------------------------------ properties
+    @property
+    def frame(self) -> int:
+        return self._frame
+
+    @property
+    def time_s(self) -> float:
+        return self._time_s
+
+    @property
+    def route(self) -> Route:
+        return self._route
+
+    def global_plan(self) -> tuple[list[tuple[dict, RoadOption]], list[tuple[Transform, RoadOption]]]:
+        return self._route.global_plan()
+
+    @property
+    def events(self) -> list[InfractionEvent]:
+        return list(self._events)
+
+    @property
+    def route_status(self) -> RouteStatus:
+        return self.criteria.status
+
+    @property
+    def sensors(self) -> list[SensorSpec]:
+        return list(self._sensors)
+
+    def ground_truth(self) -> GroundTruth:
+        npc_xy, npc_yaw = self.traffic.positions()
+        ped_xy, ped_yaw = self.pedestrians.positions()
+        ped_v = self.pedestrians.velocities()
+        scripted = {k for k, _ in self._scripted_vehicles}
+        actors = [
+            ActorState(int(self.traffic.ids[i]), "vehicle.npc.sedan", float(npc_xy[i, 0]),
+                       float(npc_xy[i, 1]), float(npc_yaw[i]), float(self.traffic.v[i]),
+                       (NPC_LENGTH_M, NPC_WIDTH_M, NPC_HEIGHT_M),
+                       "scenario" if i in scripted else "background")
+            for i in range(len(npc_xy))
+        ]
+        actors += [
+            ActorState(int(self.pedestrians.ids[i]), "walker.pedestrian.0001", float(ped_xy[i, 0]),
+                       float(ped_xy[i, 1]), float(ped_yaw[i]), float(ped_v[i]), PEDESTRIAN_SIZE_M,
+                       "scenario" if self.pedestrians.scripted[i] else "background")
+            for i in range(len(ped_xy))
+        ]
+        props = [
+            ActorState(int(self.prop_ids[i]), self.prop_type_ids[i], float(self.prop_xy[i, 0]),
+                       float(self.prop_xy[i, 1]), float(self.prop_yaw[i]), 0.0,
+                       tuple(float(v) for v in self.prop_size[i]), "scenario")  # type: ignore[arg-type]
+            for i in range(self._n_props)
+        ]
+        status = self.criteria.status
+        return GroundTruth(
+            frame=self._frame, time_s=self._time_s,
+            ego=ActorState(EGO_ID, EGO_TYPE_ID, self.ego.x, self.ego.y, self.ego.yaw, self.ego.speed,
+                           (MKZ_LENGTH_M, MKZ_WIDTH_M, MKZ_HEIGHT_M), "hero"),
+            actors=tuple(actors), props=tuple(props), traffic_lights=tuple(self._light_infos()),
+            weather=self.weather, friction=self.weather.friction,
+            route_progress_m=status.progress_m, route_completion=status.completion,
+            active_events=tuple(self._active_events),
+            speed_limit_mps=self._spec.town.speed_limit_kmh / 3.6 if self._spec else 0.0,
+        )
+
+    def close(self) -> None:
+        self._renderers = {}

@@ -63,6 +63,8 @@ class VehicleControl:
         Any NaN or infinite throttle/steer/brake gives the safe stop (throttle 0, steer 0,
         brake 1): a broken agent must not steer the car into a wall.
         """
+        if isinstance(control, VehicleControl):
+            return control  # already clamped and NaN-free by construction
         fields = {}
         for name in ("throttle", "steer", "brake"):
             try:

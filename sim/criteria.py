@@ -292,6 +292,11 @@ class RouteCriteria:
 
     # ---------------------------------------------------------------- status
     @property
+    def progress_m(self) -> float:
+        """[m] route progress (the completion criterion's index)."""
+        return float(self.route.s[self.completion_idx])
+
+    @property
     def status(self) -> RouteStatus:
         pct = 100.0 * self.outside_m / self.driven_m if self.driven_m > 0 else 0.0
         return RouteStatus(

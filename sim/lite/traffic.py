@@ -29,6 +29,7 @@ PATH_SPACING_M = 1.0  # [m] path resampling; arc length == index * spacing
 PATH_CAPACITY = 600  # points stored per NPC path
 WINDOW = 24  # look-ahead samples
 WINDOW_STRIDE = 2  # [points] between samples: 48 m of look-ahead
+DECISION_HZ = 10.0  # NPC perception/decision rate; motion integrates at the tick rate
 IDM_MAX_ACCEL_MPS2 = 2.0  # [m/s^2] a
 IDM_COMFORT_DECEL_MPS2 = 3.0  # [m/s^2] b
 IDM_TIME_HEADWAY_S = 1.4  # [s] T
@@ -77,6 +78,7 @@ class Traffic:
         self.s = np.zeros(0)  # [m] position along own path
         self.v = np.zeros(0)  # [m/s]
         self.v_desired = np.zeros(0)  # [m/s]
+        self.acc = np.zeros(0)  # [m/s^2] held between decisions
         self.colour = np.zeros((0, 3), np.uint8)
         self.ignore_lights = np.zeros(0, bool)
         self.behaviour = np.zeros(0, np.int32)
@@ -126,6 +128,7 @@ class Traffic:
         self.s = np.append(self.s, 0.0)
         self.v = np.append(self.v, speed)
         self.v_desired = np.append(self.v_desired, v_desired)
+        self.acc = np.append(self.acc, 0.0)
         c = colour if colour is not None else NPC_COLOURS_BGR[self.rng.integers(len(NPC_COLOURS_BGR))]
         self.colour = np.concatenate([self.colour, np.asarray(c, np.uint8)[None]])
         self.ignore_lights = np.append(self.ignore_lights, ignore_lights)
@@ -263,14 +266,20 @@ class Traffic:
         return self.path_lane[np.arange(self.n), i0]
 
     # ------------------------------------------------------------------- step
-    def step(
-        self, dt: float, obstacles: Obstacles, light_red: np.ndarray, ego_route_s: float,
-        ego_junction: int,
+    def decide(
+        self, obstacles: Obstacles, light_red: np.ndarray, ego_route_s: float, ego_junction: int,
     ) -> None:
-        """Advance all NPCs by dt. `light_red[light_id]` is True for red or yellow lights;
-        `ego_junction` is the unsignalized junction node the ego is inside (-1 if none)."""
+        """Perceive and choose each NPC's acceleration (IDM), held until the next decision.
+
+        `light_red[light_id]` is True for red or yellow lights; `ego_junction` is the
+        unsignalized junction node the ego is inside (-1 if none). The world calls this at
+        `DECISION_HZ`, i.e. NPCs react with a 0.1 s delay, and `integrate` every tick."""
         if self.n == 0:
             return
+        # Path book-keeping: keep enough path ahead of every NPC (rare, per NPC).
+        for k in np.nonzero(self.path_len - self.s < WINDOW * WINDOW_STRIDE * 2 + 10)[0]:
+            if self.path_open[k]:
+                self._extend(int(k))
         ar = np.arange(self.n)
         pos, _ = self.positions()
         base = self.s.astype(np.int64)
@@ -368,16 +377,17 @@ class Traffic:
         stopped = self.behaviour == BEHAVIOUR_STOPPED
         braking = (self.behaviour == BEHAVIOUR_HARD_BRAKE) & self.triggered
         acc = np.where(braking, -self.brake_decel, acc)
-        acc = np.where(stopped, -MAX_DECEL_MPS2, acc)
-        v_new = np.maximum(self.v + acc * dt, 0.0)
-        self.s = self.s + 0.5 * (self.v + v_new) * dt / PATH_SPACING_M
-        self.v = v_new
-        # Path book-keeping (rare, per NPC).
-        for k in np.nonzero(self.path_len - self.s < WINDOW * WINDOW_STRIDE * 2 + 10)[0]:
-            self._extend(int(k))
-        at_end = self.s >= self.path_len - 2
-        for k in np.nonzero(at_end)[0]:
-            self.place(int(k), (self.path_len[k] - 2) * PATH_SPACING_M, speed=0.0)
+        self.acc = np.where(stopped, -MAX_DECEL_MPS2, acc)
+
+    def integrate(self, dt: float) -> None:
+        """Move every NPC along its path with its held acceleration."""
+        if self.n == 0:
+            return
+        v_new = np.maximum(self.v + self.acc * dt, 0.0)
+        s_new = self.s + 0.5 * (self.v + v_new) * dt / PATH_SPACING_M
+        last = self.path_len - 2.0  # a dead-ended path holds the NPC at its end
+        self.v = np.where(s_new >= last, 0.0, v_new)
+        self.s = np.minimum(s_new, last)
 
     def dead_ended(self) -> np.ndarray:
         return (~self.path_open) & (self.s >= self.path_len - 2.5) & self.respawnable

@@ -35,6 +35,7 @@ from sim.lite.traffic import (
     BEHAVIOUR_HARD_BRAKE,
     BEHAVIOUR_NORMAL,
     BEHAVIOUR_STOPPED,
+    DECISION_HZ,
     NPC_HEIGHT_M,
     NPC_LENGTH_M,
     NPC_WIDTH_M,
@@ -127,6 +128,7 @@ class LiteSimulator:
         self._control = VehicleControl()
         self.weather = spec.weather_at(0.0)
         self._active_events: list[str] = []
+        self._decision_period = max(int(round(1.0 / (DECISION_HZ * FIXED_DELTA_SECONDS))), 1)
         self._lights_setup()
         self._props_setup(spec)
         self.traffic = Traffic(self.town, np.random.default_rng([self.seed, 4]))
@@ -202,6 +204,9 @@ class LiteSimulator:
         self._npc_half_length = np.full(cap, NPC_LENGTH_M / 2)
         self._ped_radius = np.full(cap, 0.4)
         self._minus_ones = np.full(cap, -1)
+        self._ego_half_extent = np.array([MKZ_LENGTH_M / 2, MKZ_WIDTH_M / 2])
+        self._npc_half_extent = np.tile([NPC_LENGTH_M / 2, NPC_WIDTH_M / 2], (cap, 1))
+        self._ped_half_extent = np.tile([PEDESTRIAN_SIZE_M[0] / 2, PEDESTRIAN_SIZE_M[1] / 2], (cap, 1))
         self._pole_light_index = np.arange(len(self.town.lights))
 
     def _route_lane_at(self, s_m: float) -> tuple[int, float]:
@@ -345,26 +350,22 @@ class LiteSimulator:
         self._control = ctrl
         self._frame += 1
         self._time_s = self._frame * dt
-        progress = self.criteria.status.progress_m
+        progress = self.criteria.progress_m
         self.weather = self._spec.weather_at(progress / self._route.length_m)
         self.ego = step_ego(self.ego, ctrl, self.weather.friction, dt)
-        self._light_states = self._compute_light_states(self._time_s)
         ego_xy = np.array([self.ego.x, self.ego.y])
-
-        npc_xy, npc_yaw = self.traffic.positions()
-        ped_xy, ped_yaw = self.pedestrians.positions()
-        n_npc, n_ped, n_prop = len(npc_xy), len(ped_xy), len(self.prop_xy)
-        obstacles = Obstacles(
-            xy=np.concatenate([ego_xy[None], npc_xy, ped_xy, self.prop_xy]),
-            radius=np.concatenate([self._ego_radius, self._npc_radius[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
-            owner=np.concatenate([[-1], np.arange(n_npc), self._minus_ones[: n_ped + n_prop]]),
-            speed=np.concatenate([[max(self.ego.speed, 0.0)], self.traffic.v, self.pedestrians.velocities(), self._prop_zeros]),
-            half_length=np.concatenate([self._ego_half_length, self._npc_half_length[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
-        )
-        light_red = self._light_states != int(TrafficLightState.Green)
-        ego_junction = self._ego_junction(ego_xy)
-        self.traffic.step(dt, obstacles, light_red, progress, ego_junction)
-        self._scripted_triggers(progress)
+        npc_xy, _ = self.traffic.positions()
+        ped_xy, _ = self.pedestrians.positions()
+        if self._frame % self._decision_period == 1 or self._decision_period == 1:
+            # Lights change state on whole phases, so the decision rate resolves them.
+            self._light_states = self._compute_light_states(self._time_s)
+            self.traffic.decide(
+                self._obstacles(ego_xy, npc_xy, ped_xy),
+                self._light_states != int(TrafficLightState.Green),
+                progress, self._ego_junction(ego_xy),
+            )
+            self._scripted_triggers(progress)
+        self.traffic.integrate(dt)
         for k in np.nonzero(self.traffic.dead_ended())[0]:
             self._respawn(int(k))
         self.pedestrians.step(dt, progress, np.concatenate([npc_xy, ego_xy[None]]),
@@ -381,6 +382,18 @@ class LiteSimulator:
             collisions, self._light_infos(near_xy=ego_xy),
         )
         return self._sensor_data()
+
+    def _obstacles(self, ego_xy: np.ndarray, npc_xy: np.ndarray, ped_xy: np.ndarray) -> Obstacles:
+        """Everything an NPC must not drive into: ego, other NPCs, pedestrians, props."""
+        n_npc, n_ped = len(npc_xy), len(ped_xy)
+        n_prop = len(self.prop_xy)
+        return Obstacles(
+            xy=np.concatenate([ego_xy[None], npc_xy, ped_xy, self.prop_xy]),
+            radius=np.concatenate([self._ego_radius, self._npc_radius[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
+            owner=np.concatenate([[-1], np.arange(n_npc), self._minus_ones[: n_ped + n_prop]]),
+            speed=np.concatenate([[max(self.ego.speed, 0.0)], self.traffic.v, self.pedestrians.velocities(), self._prop_zeros]),
+            half_length=np.concatenate([self._ego_half_length, self._npc_half_length[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
+        )
 
     def _lane_heading(self, lane_id: int, xy: np.ndarray) -> float:
         lane = self.town.lanes[lane_id]
@@ -430,15 +443,13 @@ class LiteSimulator:
         near = np.einsum("mc,mc->m", d, d) < 36.0  # 6 m: no box pair farther apart can touch
         if not near.any():
             return []
-        yaws = np.concatenate([npc_yaw, ped_yaw, self.prop_yaw])
-        halves = np.concatenate([
-            np.tile([NPC_LENGTH_M / 2, NPC_WIDTH_M / 2], (len(npc_xy), 1)),
-            np.tile([PEDESTRIAN_SIZE_M[0] / 2, PEDESTRIAN_SIZE_M[1] / 2], (len(ped_xy), 1)),
-            self.prop_size[:, :2] / 2,
-        ])
         idx = np.nonzero(near)[0]
-        hit = obb_overlap(ego_xy, self.ego.yaw, np.array([MKZ_LENGTH_M / 2, MKZ_WIDTH_M / 2]),
-                          centres[idx], yaws[idx], halves[idx])
+        yaws = np.concatenate([npc_yaw, ped_yaw, self.prop_yaw])[idx]
+        halves = np.concatenate([
+            self._npc_half_extent[: len(npc_xy)], self._ped_half_extent[: len(ped_xy)],
+            self.prop_size[:, :2] / 2,
+        ])[idx]
+        hit = obb_overlap(ego_xy, self.ego.yaw, self._ego_half_extent, centres[idx], yaws, halves)
         out = []
         n_npc, n_ped = len(npc_xy), len(ped_xy)
         for i in idx[hit]:
@@ -520,6 +531,13 @@ class LiteSimulator:
         )
 
     # ------------------------------------------------------------ properties
+    ego_half_length_m = MKZ_LENGTH_M / 2
+
+    @property
+    def speed_limit_mps(self) -> float:
+        """[m/s] the town's speed limit."""
+        return self._spec.town.speed_limit_kmh / 3.6 if self._spec else 0.0
+
     @property
     def frame(self) -> int:
         return self._frame

@@ -45,7 +45,9 @@ def lane_keeper(sim: LiteSimulator, speed_mps: float = 8.0) -> VehicleControl:
 
 def run_lite(camera: bool, ticks: int, seed: int = 0) -> float:
     spec = WorldSpec(
-        route=RouteSpec(length_m=2000.0), num_vehicles=20, num_pedestrians=10,
+        route=RouteSpec(length_m=2000.0),
+        num_vehicles=20,
+        num_pedestrians=10,
         weather=Weather.preset("HardRainNight"),
     )
     sim = LiteSimulator()
@@ -88,8 +90,12 @@ def run_highway_env(steps: int) -> dict[str, float]:
     steps_per_s = n / (time.perf_counter() - start)
     env.close()
     ratio = cfg["simulation_frequency"] / cfg["policy_frequency"]
-    return {"env_steps_per_s": steps_per_s, "frames_per_s": steps_per_s * ratio,
-            "simulation_frequency": cfg["simulation_frequency"], "policy_frequency": cfg["policy_frequency"]}
+    return {
+        "env_steps_per_s": steps_per_s,
+        "frames_per_s": steps_per_s * ratio,
+        "simulation_frequency": cfg["simulation_frequency"],
+        "policy_frequency": cfg["policy_frequency"],
+    }
 
 
 def main() -> None:
@@ -117,9 +123,13 @@ def main() -> None:
         return
     print(f"physics only          {physics:9.0f} frames/s  (target >= 5000)")
     print(f"camera 256x128 rain   {camera:9.0f} frames/s  (target >= 1000)")
-    print(f"highway-env peer      {peer['frames_per_s']:9.0f} frames/s  "
-          f"({peer['env_steps_per_s']:.0f} env steps/s x {peer['simulation_frequency']}/{peer['policy_frequency']})")
-    print(f"ratio camera / peer   {figures['camera_vs_highway_env_ratio']:9.2f}x       (target >= 2x)")
+    print(
+        f"highway-env peer      {peer['frames_per_s']:9.0f} frames/s  "
+        f"({peer['env_steps_per_s']:.0f} env steps/s x {peer['simulation_frequency']}/{peer['policy_frequency']})"
+    )
+    print(
+        f"ratio camera / peer   {figures['camera_vs_highway_env_ratio']:9.2f}x       (target >= 2x)"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,7 @@ def require_carla() -> Any:
         import carla
     except ImportError as exc:
         raise ImportError(
-            "the `carla` client package is needed here: pip install -e '.[carla]' "
-            "(carla==0.9.16)"
+            "the `carla` client package is needed here: pip install -e '.[carla]' (carla==0.9.16)"
         ) from exc
     return carla
 
@@ -38,9 +37,13 @@ def require_carla() -> Any:
 def to_carla_control(control: VehicleControl) -> Any:
     carla = require_carla()
     return carla.VehicleControl(
-        throttle=control.throttle, steer=control.steer, brake=control.brake,
-        hand_brake=control.hand_brake, reverse=control.reverse,
-        manual_gear_shift=control.manual_gear_shift, gear=control.gear,
+        throttle=control.throttle,
+        steer=control.steer,
+        brake=control.brake,
+        hand_brake=control.hand_brake,
+        reverse=control.reverse,
+        manual_gear_shift=control.manual_gear_shift,
+        gear=control.gear,
     )
 
 

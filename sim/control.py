@@ -65,7 +65,7 @@ class VehicleControl:
         """
         if isinstance(control, VehicleControl):
             return control  # already clamped and NaN-free by construction
-        fields = {}
+        fields: dict[str, float] = {}
         for name in ("throttle", "steer", "brake"):
             try:
                 fields[name] = float(getattr(control, name, 0.0))
@@ -76,7 +76,9 @@ class VehicleControl:
         if not all(math.isfinite(v) for v in fields.values()):
             return cls(throttle=0.0, steer=0.0, brake=1.0)
         return cls(
+            throttle=fields["throttle"],
+            steer=fields["steer"],
+            brake=fields["brake"],
             hand_brake=bool(getattr(control, "hand_brake", False)),
             reverse=bool(getattr(control, "reverse", False)),
-            **fields,
         )

@@ -102,7 +102,10 @@ def _fmt(loc: tuple[float, float, float]) -> str:
 
 class RouteCriteria:
     def __init__(
-        self, route: Route, speed_limit_mps: float, ego_half_length_m: float,
+        self,
+        route: Route,
+        speed_limit_mps: float,
+        ego_half_length_m: float,
         timeout_s: float | None = None,
     ) -> None:
         self.route = route
@@ -134,8 +137,15 @@ class RouteCriteria:
 
     # -------------------------------------------------------------- per tick
     def update(
-        self, frame: int, time_s: float, ego_xy: np.ndarray, ego_yaw: float, ego_speed: float,
-        lane: LaneQuery, collisions: list[Collision], lights: list[TrafficLightInfo],
+        self,
+        frame: int,
+        time_s: float,
+        ego_xy: np.ndarray,
+        ego_yaw: float,
+        ego_speed: float,
+        lane: LaneQuery,
+        collisions: list[Collision],
+        lights: list[TrafficLightInfo],
     ) -> list[InfractionEvent]:
         if self.ended:
             return []
@@ -162,7 +172,10 @@ class RouteCriteria:
 
     def _collisions(self, frame, time_s, ego_xy, ego_speed, collisions) -> list[InfractionEvent]:
         events = []
-        if self._last_collision_loc is not None and np.linalg.norm(ego_xy - self._last_collision_loc) > COLLISION_RADIUS_M:
+        if (
+            self._last_collision_loc is not None
+            and np.linalg.norm(ego_xy - self._last_collision_loc) > COLLISION_RADIUS_M
+        ):
             self._last_collision_loc = None
         if time_s - self._last_collision_time > COLLISION_MAX_ID_TIME_S:
             self._last_collision_id = None
@@ -181,11 +194,17 @@ class RouteCriteria:
             if kind is None:
                 continue
             loc = _loc(ego_xy)
-            events.append(InfractionEvent(
-                kind=kind, frame=frame, time_s=time_s, location=loc, actor_id=c.other_id,
-                message=f"Agent collided against object with type={c.other_type_id} and id={c.other_id} at {_fmt(loc)}",
-                data={"other_actor": c.other_id, "location": loc},
-            ))
+            events.append(
+                InfractionEvent(
+                    kind=kind,
+                    frame=frame,
+                    time_s=time_s,
+                    location=loc,
+                    actor_id=c.other_id,
+                    message=f"Agent collided against object with type={c.other_type_id} and id={c.other_id} at {_fmt(loc)}",
+                    data={"other_actor": c.other_id, "location": loc},
+                )
+            )
         return events
 
     def _red_lights(self, frame, time_s, ego_xy, ego_yaw, lights) -> list[InfractionEvent]:
@@ -205,11 +224,17 @@ class RouteCriteria:
             if _segments_intersect(tail_close, tail_far, line[0], line[1]):
                 self._last_red_light = light.id
                 loc = _loc((light.x, light.y))
-                events.append(InfractionEvent(
-                    kind="red_light", frame=frame, time_s=time_s, location=loc, actor_id=light.id,
-                    message=f"Agent ran a red light {light.id} at {_fmt(loc)}",
-                    data={"id": light.id, "location": loc},
-                ))
+                events.append(
+                    InfractionEvent(
+                        kind="red_light",
+                        frame=frame,
+                        time_s=time_s,
+                        location=loc,
+                        actor_id=light.id,
+                        message=f"Agent ran a red light {light.id} at {_fmt(loc)}",
+                        data={"id": light.id, "location": loc},
+                    )
+                )
         return events
 
     def _outside_lanes(self, ego_xy, ego_yaw, lane: LaneQuery) -> None:
@@ -221,7 +246,9 @@ class RouteCriteria:
         self.driven_m += step
         wrong = False
         if not lane.in_junction and lane.lane_heading is not None:
-            angle = abs(math.degrees(math.remainder(lane.lane_heading - self.route.yaw[idx], 2 * math.pi)))
+            angle = abs(
+                math.degrees(math.remainder(lane.lane_heading - self.route.yaw[idx], 2 * math.pi))
+            )
             wrong = angle > WRONG_LANE_ANGLE_DEG
         outside = not lane.on_driving_lane and not lane.in_junction
         if outside or wrong:
@@ -229,7 +256,9 @@ class RouteCriteria:
 
     def _completion(self, ego_xy) -> None:
         self.completion_idx = self._passed(ego_xy, self.completion_idx, 2)
-        self.completion = round(100.0 * float(self.route.s[self.completion_idx]) / self.route.length_m, 2)
+        self.completion = round(
+            100.0 * float(self.route.s[self.completion_idx]) / self.route.length_m, 2
+        )
         end_dist = float(np.linalg.norm(ego_xy - self.route.points[-1]))
         if self.completion > COMPLETION_PERCENTAGE and end_dist < COMPLETION_DISTANCE_M:
             self.completion = 100.0
@@ -252,20 +281,32 @@ class RouteCriteria:
             return []
         self._end("Agent deviated from the route")
         loc = _loc(ego_xy)
-        return [InfractionEvent(
-            kind="route_dev", frame=frame, time_s=time_s, location=loc,
-            message=f"Agent deviated from the route at {_fmt(loc)}", data={"location": loc},
-        )]
+        return [
+            InfractionEvent(
+                kind="route_dev",
+                frame=frame,
+                time_s=time_s,
+                location=loc,
+                message=f"Agent deviated from the route at {_fmt(loc)}",
+                data={"location": loc},
+            )
+        ]
 
     def _blocked(self, frame, time_s, ego_xy, ego_speed) -> list[InfractionEvent]:
         if ego_speed < BLOCKED_MIN_SPEED_MPS and self._last_valid_time is not None:
             if time_s - self._last_valid_time > BLOCKED_MAX_TIME_S:
                 self._end("Agent got blocked")
                 loc = _loc(ego_xy)
-                return [InfractionEvent(
-                    kind="vehicle_blocked", frame=frame, time_s=time_s, location=loc,
-                    message=f"Agent got blocked at {_fmt(loc)}", data={"location": loc},
-                )]
+                return [
+                    InfractionEvent(
+                        kind="vehicle_blocked",
+                        frame=frame,
+                        time_s=time_s,
+                        location=loc,
+                        message=f"Agent got blocked at {_fmt(loc)}",
+                        data={"location": loc},
+                    )
+                ]
         else:
             self._last_valid_time = time_s
         return []
@@ -279,10 +320,15 @@ class RouteCriteria:
         if self.elapsed_s > self.timeout_s and not self.ended:
             self._end("Agent timed out")
             loc = _loc(ego_xy)
-            return [InfractionEvent(
-                kind="route_timeout", frame=frame, time_s=time_s, location=loc,
-                message="Route timeout.",
-            )]
+            return [
+                InfractionEvent(
+                    kind="route_timeout",
+                    frame=frame,
+                    time_s=time_s,
+                    location=loc,
+                    message="Route timeout.",
+                )
+            ]
         return []
 
     def _end(self, failure: str) -> None:
@@ -317,7 +363,10 @@ class RouteCriteria:
             return None
         pct = self.status.outside_lanes_pct
         return InfractionEvent(
-            kind="outside_route_lanes", frame=frame, time_s=time_s, location=(0.0, 0.0, 0.0),
+            kind="outside_route_lanes",
+            frame=frame,
+            time_s=time_s,
+            location=(0.0, 0.0, 0.0),
             message=(
                 f"Agent went outside its route lanes for about {round(self.outside_m, 3)} meters "
                 f"({round(pct, 2)}% of the completed route)"

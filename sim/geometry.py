@@ -81,8 +81,7 @@ class GeoReference:
         scale = math.cos(self.lat_ref * math.pi / 180.0)
         mx = scale * self.lon_ref * math.pi * EARTH_RADIUS_M / 180.0 + x
         my = (
-            scale * EARTH_RADIUS_M * math.log(math.tan((90.0 + self.lat_ref) * math.pi / 360.0))
-            - y
+            scale * EARTH_RADIUS_M * math.log(math.tan((90.0 + self.lat_ref) * math.pi / 360.0)) - y
         )
         lon = mx * 180.0 / (math.pi * EARTH_RADIUS_M * scale)
         lat = 360.0 * math.atan(math.exp(my / (EARTH_RADIUS_M * scale))) / math.pi - 90.0

@@ -45,7 +45,9 @@ class Simulator(Protocol):
     @property
     def route(self) -> Route: ...
 
-    def global_plan(self) -> tuple[list[tuple[dict, RoadOption]], list[tuple[Transform, RoadOption]]]:
+    def global_plan(
+        self,
+    ) -> tuple[list[tuple[dict, RoadOption]], list[tuple[Transform, RoadOption]]]:
         """(`global_plan_gps`, `global_plan_world_coord`), downsampled like the Leaderboard."""
 
     def ground_truth(self) -> GroundTruth: ...

@@ -74,11 +74,15 @@ class Route:
         return float(self.s[-1])
 
     def transform(self, i: int) -> Transform:
-        return Transform.from_xy_yaw(self.points[i, 0], self.points[i, 1], math.degrees(self.yaw[i]))
+        return Transform.from_xy_yaw(
+            self.points[i, 0], self.points[i, 1], math.degrees(self.yaw[i])
+        )
 
     def dense(self) -> list[tuple[Transform, RoadOption]]:
         """`[(transform, RoadOption)]` at every point, like the Leaderboard's route."""
-        return [(self.transform(i), RoadOption(int(self.options[i]))) for i in range(len(self.points))]
+        return [
+            (self.transform(i), RoadOption(int(self.options[i]))) for i in range(len(self.points))
+        ]
 
     def global_plan(
         self, sample_factor: float = LEADERBOARD_SAMPLE_FACTOR_M

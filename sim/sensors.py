@@ -175,7 +175,15 @@ def default_sensor_suite(width: int = 256, height: int = 128) -> list[dict]:
     return [
         default_front_camera(width, height),
         {"type": GNSS, "id": "gps", "x": 0.0, "y": 0.0, "z": 0.0},
-        {"type": IMU, "id": "imu", "x": 0.0, "y": 0.0, "z": 0.0, "roll": 0.0, "pitch": 0.0,
-         "yaw": 0.0},
+        {
+            "type": IMU,
+            "id": "imu",
+            "x": 0.0,
+            "y": 0.0,
+            "z": 0.0,
+            "roll": 0.0,
+            "pitch": 0.0,
+            "yaw": 0.0,
+        },
         {"type": SPEEDOMETER, "id": "speed", "reading_frequency": 20},
     ]

@@ -107,9 +107,7 @@ class Weather:
             try:
                 value = float(value)
             except (TypeError, ValueError):
-                raise WeatherError(
-                    f"weather.{f.name} must be a number, got {value!r}"
-                ) from None
+                raise WeatherError(f"weather.{f.name} must be a number, got {value!r}") from None
             low, high = FIELD_RANGES[f.name]
             if not math.isfinite(value) or not low <= value <= high:
                 raise WeatherError(

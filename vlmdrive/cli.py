@@ -25,8 +25,12 @@ def _world(weather: str, seed: int, town: str, route_m: float, vehicles: int, pe
     try:
         town_spec = TownSpec.for_highway() if town == "highway" else TownSpec()
         return WorldSpec(
-            town=town_spec, route=RouteSpec(length_m=route_m), weather=Weather.preset(weather),
-            num_vehicles=vehicles, num_pedestrians=pedestrians, name=f"{town}-{weather}-seed{seed}",
+            town=town_spec,
+            route=RouteSpec(length_m=route_m),
+            weather=Weather.preset(weather),
+            num_vehicles=vehicles,
+            num_pedestrians=pedestrians,
+            name=f"{town}-{weather}-seed{seed}",
         )
     except (WeatherError, TownSpecError, WorldSpecError) as exc:
         _fail(str(exc))
@@ -37,7 +41,9 @@ def render(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/render"),
     weather: Annotated[str, typer.Option(help="CARLA weather preset name.")] = "ClearNoon",
     seed: Annotated[int, typer.Option(help="World seed.")] = 0,
-    seconds: Annotated[float, typer.Option(help="Drive this long and write an mp4 (0: one frame).")] = 0.0,
+    seconds: Annotated[
+        float, typer.Option(help="Drive this long and write an mp4 (0: one frame).")
+    ] = 0.0,
     town: Annotated[str, typer.Option(help="urban or highway.")] = "urban",
     width: Annotated[int, typer.Option(help="Camera width [px].")] = 512,
     height: Annotated[int, typer.Option(help="Camera height [px].")] = 256,
@@ -45,9 +51,9 @@ def render(
     """Write a camera frame and a BEV frame as PNGs (and an mp4 with --seconds N)."""
     import cv2
     import numpy as np
+    from sim.lite.bev import render_bev
 
     from sim.lite.autopilot import RouteFollower
-    from sim.lite.bev import render_bev
     from sim.lite.recording import record_drive
     from sim.lite.world import LiteSimulator
     from sim.sensors import SensorSpecError, default_front_camera
@@ -67,10 +73,19 @@ def render(
         rec = record_drive(sim, driver, seconds, out, f"{weather}_seed{seed}", "rgb_front")
         console.print(f"video: {rec.video}")
     data = sim.tick(driver())
-    camera_path, bev_path = out / f"camera_{weather}_seed{seed}.png", out / f"bev_{weather}_seed{seed}.png"
+    camera_path, bev_path = (
+        out / f"camera_{weather}_seed{seed}.png",
+        out / f"bev_{weather}_seed{seed}.png",
+    )
     cv2.imwrite(str(camera_path), data["rgb_front"][1][..., :3])
-    bev = render_bev(sim.town.raster, sim.scene_boxes(), np.array([sim.ego.x, sim.ego.y]), sim.ego.yaw,
-                     route_xy=sim.route.points, size_px=512)
+    bev = render_bev(
+        sim.town.raster,
+        sim.scene_boxes(),
+        np.array([sim.ego.x, sim.ego.y]),
+        sim.ego.yaw,
+        route_xy=sim.route.points,
+        size_px=512,
+    )
     cv2.imwrite(str(bev_path), bev)
     console.print(f"camera: {camera_path}\nbev:    {bev_path}")
 
@@ -90,7 +105,11 @@ def demo(
     from sim.lite.world import LiteSimulator
     from sim.sensors import default_sensor_suite
 
-    drives = [("ClearNoon", 1, "urban"), ("HardRainNight", 3, "urban"), ("ClearSunset", 2, "highway")]
+    drives = [
+        ("ClearNoon", 1, "urban"),
+        ("HardRainNight", 3, "urban"),
+        ("ClearSunset", 2, "highway"),
+    ]
     table = Table(title="vlmdrive demo: embedded simulator, privileged route follower")
     for col in ("drive", "ticks", "sim s / wall s", "route %", "infractions", "video"):
         table.add_column(col)
@@ -99,10 +118,18 @@ def demo(
         sim.reset(_world(weather, seed, town, 500.0, 20, 10), seed)
         sim.setup_sensors(default_sensor_suite(512, 256))
         start = time.perf_counter()
-        rec = record_drive(sim, RouteFollower(sim), seconds, out, f"{town}_{weather}_seed{seed}", "rgb_front")
+        rec = record_drive(
+            sim, RouteFollower(sim), seconds, out, f"{town}_{weather}_seed{seed}", "rgb_front"
+        )
         wall = time.perf_counter() - start
-        table.add_row(f"{town} {weather} seed {seed}", str(rec.frames), f"{sim.time_s / wall:.1f}x",
-                      f"{sim.route_status.completion:.1f}", str(len(rec.events)), str(rec.video))
+        table.add_row(
+            f"{town} {weather} seed {seed}",
+            str(rec.frames),
+            f"{sim.time_s / wall:.1f}x",
+            f"{sim.route_status.completion:.1f}",
+            str(len(rec.events)),
+            str(rec.video),
+        )
     console.print(table)
     console.print(f"stills and videos in {out.resolve()}")
 

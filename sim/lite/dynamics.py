@@ -90,6 +90,12 @@ def step_ego(state: EgoState, control: VehicleControl, friction: float, dt: floa
     y = state.y + v_mid * math.sin(heading) * dt
     yaw = (yaw + math.pi) % (2.0 * math.pi) - math.pi
     return EgoState(
-        x=x, y=y, yaw=yaw, speed=v_new, wheel_angle=wheel, accel=(v_new - v) / dt,
-        yaw_rate=yaw_rate, lateral_accel=v_mid * yaw_rate,
+        x=x,
+        y=y,
+        yaw=yaw,
+        speed=v_new,
+        wheel_angle=wheel,
+        accel=(v_new - v) / dt,
+        yaw_rate=yaw_rate,
+        lateral_accel=v_mid * yaw_rate,
     )

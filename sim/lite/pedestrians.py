@@ -47,7 +47,7 @@ class Pedestrians:
 
     def _build_sidewalks(self) -> dict[tuple[int, int], np.ndarray]:
         spec = self.town.spec
-        walks = {}
+        walks: dict[tuple[int, int], np.ndarray] = {}
         if spec.sidewalk_m <= 0:
             return walks
         for road in self.town.roads:
@@ -56,8 +56,16 @@ class Pedestrians:
                 walks[(road.id, side)] = pl.offset(road.centre, side * off)
         return walks
 
-    def _add(self, leg: np.ndarray, speed: float, actor_id: int, walking: bool, scripted: bool,
-             trigger_s: float, side: tuple[int, int]) -> int:
+    def _add(
+        self,
+        leg: np.ndarray,
+        speed: float,
+        actor_id: int,
+        walking: bool,
+        scripted: bool,
+        trigger_s: float,
+        side: tuple[int, int],
+    ) -> int:
         k = self.n
         self.n += 1
         self.legs = np.concatenate([self.legs, np.zeros((1, LEG_CAPACITY, 2))])
@@ -95,13 +103,22 @@ class Pedestrians:
                 start = int(self.rng.integers(0, max(len(walk) - 2, 1)))
                 if np.linalg.norm(walk[start] - avoid_xy) > 15.0:
                     break
-            self._add(walk[start:] if len(walk) - start >= 2 else walk, float(self.rng.uniform(1.0, 1.6)),
-                      actor_id, True, False, 0.0, key)
+            self._add(
+                walk[start:] if len(walk) - start >= 2 else walk,
+                float(self.rng.uniform(1.0, 1.6)),
+                actor_id,
+                True,
+                False,
+                0.0,
+                key,
+            )
 
-    def spawn_scripted(self, start: np.ndarray, end: np.ndarray, speed: float, trigger_s: float,
-                       actor_id: int) -> int:
-        return self._add(np.stack([start, end]), speed, actor_id, trigger_s <= 0.0, True,
-                         trigger_s, (-1, 0))
+    def spawn_scripted(
+        self, start: np.ndarray, end: np.ndarray, speed: float, trigger_s: float, actor_id: int
+    ) -> int:
+        return self._add(
+            np.stack([start, end]), speed, actor_id, trigger_s <= 0.0, True, trigger_s, (-1, 0)
+        )
 
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, 2) positions [m] and (N,) yaw [rad] (cached until they move)."""
@@ -125,10 +142,17 @@ class Pedestrians:
         """(N,) [m/s] current walking speed (0 while waiting)."""
         return np.where(self.walking, self.speed, 0.0)
 
-    def step(self, dt: float, ego_route_s: float, vehicle_xy: np.ndarray, vehicle_v: np.ndarray) -> None:
+    def step(
+        self, dt: float, ego_route_s: float, vehicle_xy: np.ndarray, vehicle_v: np.ndarray
+    ) -> None:
         if self.n == 0:
             return
-        fire = self.scripted & ~self.walking & (ego_route_s >= self.trigger_s) & (self.s < self.leg_len - 1.01)
+        fire = (
+            self.scripted
+            & ~self.walking
+            & (ego_route_s >= self.trigger_s)
+            & (self.s < self.leg_len - 1.01)
+        )
         self.walking |= fire
         self.s = np.where(self.walking, self.s + self.speed * dt, self.s)
         done = self.s >= self.leg_len - 1.0
@@ -158,7 +182,9 @@ class Pedestrians:
                 a, b = b, a
             centre = 0.5 * (a + b)
             if len(vehicle_xy):
-                close = (np.linalg.norm(vehicle_xy - centre, axis=1) < CROSS_CLEARANCE_M) & (vehicle_v > 0.5)
+                close = (np.linalg.norm(vehicle_xy - centre, axis=1) < CROSS_CLEARANCE_M) & (
+                    vehicle_v > 0.5
+                )
                 if close.any():
                     self.walking[k] = False  # wait at the kerb; retried next tick
                     return
@@ -182,7 +208,7 @@ class Pedestrians:
         for cw in self.town.crosswalks:
             if cw.road_id != road_id:
                 continue
-            d = min(np.linalg.norm(cw.start - here), np.linalg.norm(cw.end - here))
+            d = float(min(np.linalg.norm(cw.start - here), np.linalg.norm(cw.end - here)))
             if d < best_d:
                 best, best_d = cw, d
         return best

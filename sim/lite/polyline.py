@@ -32,7 +32,9 @@ def offset(points: np.ndarray, right_m: float) -> np.ndarray:
     return points + right_m * np.stack([-np.sin(h), np.cos(h)], -1)
 
 
-def bezier(p0: np.ndarray, h0: float, p3: np.ndarray, h3: float, spacing_m: float = 1.0) -> np.ndarray:
+def bezier(
+    p0: np.ndarray, h0: float, p3: np.ndarray, h3: float, spacing_m: float = 1.0
+) -> np.ndarray:
     """Cubic Bezier from p0 leaving at heading h0 to p3 arriving at heading h3."""
     chord = float(np.linalg.norm(p3 - p0))
     d = 0.42 * chord

@@ -34,11 +34,15 @@ def composite(camera_bgra: np.ndarray, bev_bgr: np.ndarray, caption: str) -> np.
     """Camera (scaled to PANEL_HEIGHT_PX) beside the BEV, with a caption bar."""
     cam = camera_bgra[..., :3]
     scale = PANEL_HEIGHT_PX / cam.shape[0]
-    cam = cv2.resize(cam, (int(round(cam.shape[1] * scale)), PANEL_HEIGHT_PX), interpolation=cv2.INTER_LINEAR)
+    cam = cv2.resize(
+        cam, (int(round(cam.shape[1] * scale)), PANEL_HEIGHT_PX), interpolation=cv2.INTER_LINEAR
+    )
     bev = cv2.resize(bev_bgr, (PANEL_HEIGHT_PX, PANEL_HEIGHT_PX), interpolation=cv2.INTER_AREA)
     frame = np.concatenate([cam, bev], axis=1)
     bar = np.zeros((22, frame.shape[1], 3), np.uint8)
-    cv2.putText(bar, caption, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA)
+    cv2.putText(
+        bar, caption, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (235, 235, 235), 1, cv2.LINE_AA
+    )
     return np.ascontiguousarray(np.concatenate([frame, bar], axis=0))
 
 
@@ -71,14 +75,23 @@ def record_drive(
             f"{name}  t={sim.time_s:5.1f}s  v={sim.ego.speed * 3.6:5.1f} km/h  "
             f"route {st.completion:5.1f}%  infractions {len(rec.events)}"
         )
-        bev = render_bev(sim.town.raster, sim.scene_boxes(), np.array([sim.ego.x, sim.ego.y]),
-                         sim.ego.yaw, route_xy=sim.route.points)
+        bev = render_bev(
+            sim.town.raster,
+            sim.scene_boxes(),
+            np.array([sim.ego.x, sim.ego.y]),
+            sim.ego.yaw,
+            route_xy=sim.route.points,
+        )
         frame = composite(data[camera_id][1], bev, caption)
         if video:
             if writer is None:
                 assert rec.video is not None
-                writer = cv2.VideoWriter(str(rec.video), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                         (frame.shape[1], frame.shape[0]))
+                writer = cv2.VideoWriter(
+                    str(rec.video),
+                    cv2.VideoWriter.fourcc(*"mp4v"),
+                    fps,
+                    (frame.shape[1], frame.shape[0]),
+                )
             writer.write(frame)
         if want_still:
             path = out_dir / f"{name}_t{sim.time_s:05.1f}s.png"

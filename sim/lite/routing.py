@@ -91,7 +91,9 @@ def dense_route(
     points, options, lane_ids = points[keep], options[keep], lane_ids[keep]
     if len(points) < 2:
         raise RoutePlanningError("route is shorter than 2 points")
-    return Route(points=points, yaw=pl.headings(points), options=options, geo=geo, lane_ids=lane_ids)
+    return Route(
+        points=points, yaw=pl.headings(points), options=options, geo=geo, lane_ids=lane_ids
+    )
 
 
 def _option(lane: Lane) -> int:
@@ -154,8 +156,10 @@ class RoutePlanner:
         town = self.town
         n = town.spec.lanes_per_direction
         candidates = [
-            lane for lane in town.lanes
-            if lane.road_id >= 0 and lane.length > 40.0
+            lane
+            for lane in town.lanes
+            if lane.road_id >= 0
+            and lane.length > 40.0
             and (spec.start_lane_index is None or lane.index == min(spec.start_lane_index, n - 1))
         ]
         if not candidates:

@@ -298,7 +298,9 @@ class Town:
             else:
                 radius = 0.0
             signalized = deg >= 3 and bool(rng.random() < spec.signalized_fraction)
-            self.nodes.append(Node(n, np.asarray(g.nodes[n]["pos"], float), deg, radius, signalized))
+            self.nodes.append(
+                Node(n, np.asarray(g.nodes[n]["pos"], float), deg, radius, signalized)
+            )
 
     def _new_lane(self, **kwargs: object) -> Lane:
         lane = Lane(id=len(self.lanes), **kwargs)  # type: ignore[arg-type]
@@ -316,7 +318,11 @@ class Town:
             normal = np.array([-direction[1], direction[0]])
             t = np.linspace(0.0, 1.0, max(int(length), 2) + 1)
             bulge = spec.curvature * 0.07 * length * rng.choice([-1.0, 1.0]) * rng.uniform(0.5, 1.0)
-            centre = pa + np.outer(t * length, direction) + np.outer(bulge * np.sin(np.pi * t) ** 2, normal)
+            centre = (
+                pa
+                + np.outer(t * length, direction)
+                + np.outer(bulge * np.sin(np.pi * t) ** 2, normal)
+            )
             s = pl.cumulative_length(centre)
             keep = (s >= self.nodes[a].radius) & (s <= s[-1] - self.nodes[b].radius)
             centre = pl.resample(centre[keep], 1.0)
@@ -325,12 +331,20 @@ class Town:
             for k in range(n_lanes):
                 off = (k + 0.5) * w
                 lane_ab = self._new_lane(
-                    points=pl.offset(centre, off), width=w, speed_limit_mps=speed,
-                    road_id=road.id, direction=+1, index=k,
+                    points=pl.offset(centre, off),
+                    width=w,
+                    speed_limit_mps=speed,
+                    road_id=road.id,
+                    direction=+1,
+                    index=k,
                 )
                 lane_ba = self._new_lane(
-                    points=pl.offset(reverse, off), width=w, speed_limit_mps=speed,
-                    road_id=road.id, direction=-1, index=k,
+                    points=pl.offset(reverse, off),
+                    width=w,
+                    speed_limit_mps=speed,
+                    road_id=road.id,
+                    direction=-1,
+                    index=k,
                 )
                 road.lanes_ab.append(lane_ab.id)
                 road.lanes_ba.append(lane_ba.id)
@@ -358,7 +372,10 @@ class Town:
                 for r_out in roads:
                     if r_in.id == r_out.id:
                         continue
-                    ins, outs = self.incoming_lanes(r_in, node.id), self.outgoing_lanes(r_out, node.id)
+                    ins, outs = (
+                        self.incoming_lanes(r_in, node.id),
+                        self.outgoing_lanes(r_out, node.id),
+                    )
                     h_in = self.lanes[ins[0]].heading[-1]
                     h_out = self.lanes[outs[0]].heading[0]
                     dyaw = math.degrees(float(np.angle(np.exp(1j * (h_out - h_in)))))
@@ -373,13 +390,18 @@ class Town:
                     for k_in, k_out in pairs:
                         lane_in, lane_out = self.lanes[ins[k_in]], self.lanes[outs[k_out]]
                         pts = pl.bezier(
-                            lane_in.points[-1], float(lane_in.heading[-1]),
-                            lane_out.points[0], float(lane_out.heading[0]),
+                            lane_in.points[-1],
+                            float(lane_in.heading[-1]),
+                            lane_out.points[0],
+                            float(lane_out.heading[0]),
                         )
                         conn = self._new_lane(
-                            points=pts, width=lane_in.width,
-                            speed_limit_mps=lane_in.speed_limit_mps, node_id=node.id,
-                            is_junction=node.is_junction, turn=turn,
+                            points=pts,
+                            width=lane_in.width,
+                            speed_limit_mps=lane_in.speed_limit_mps,
+                            node_id=node.id,
+                            is_junction=node.is_junction,
+                            turn=turn,
                         )
                         conn.predecessors.append(lane_in.id)
                         conn.successors.append(lane_out.id)
@@ -392,6 +414,7 @@ class Town:
             if not node.is_junction:
                 continue
             roads = self.roads_at(node.id)
+
             # Approaches in angular order, so the cycle goes round the junction.
             def angle(road: Road, node: Node = node) -> float:
                 end = self.lanes[self.incoming_lanes(road, node.id)[0]].points[-1]
@@ -411,9 +434,15 @@ class Town:
                 if not node.signalized:
                     continue
                 light = TrafficLight(
-                    id=len(self.lights), node_id=node.id, road_id=road.id,
-                    position=p_outer + right * 1.2, stop_line=np.stack([p_inner, p_outer]),
-                    heading=h, lane_ids=list(ins), cycle_index=k, cycle_count=len(roads),
+                    id=len(self.lights),
+                    node_id=node.id,
+                    road_id=road.id,
+                    position=p_outer + right * 1.2,
+                    stop_line=np.stack([p_inner, p_outer]),
+                    heading=h,
+                    lane_ids=list(ins),
+                    cycle_index=k,
+                    cycle_count=len(roads),
                     phase_offset_s=offset,
                 )
                 for lane_id in ins:
@@ -448,9 +477,7 @@ class Town:
                 if lane.left_id >= 0:
                     g.add_edge(lane.id, lane.left_id, weight=25.0, kind=RoadOption.CHANGELANELEFT)
                 if lane.right_id >= 0:
-                    g.add_edge(
-                        lane.id, lane.right_id, weight=25.0, kind=RoadOption.CHANGELANERIGHT
-                    )
+                    g.add_edge(lane.id, lane.right_id, weight=25.0, kind=RoadOption.CHANGELANERIGHT)
         return g
 
     # ---------------------------------------------------------------- rasters
@@ -481,7 +508,8 @@ class Town:
         rng = np.random.default_rng([self.seed, 104729])
         noise = cv2.resize(
             rng.normal(0.0, 1.0, (height // 16 + 1, width // 16 + 1)).astype(np.float32),
-            (width, height), interpolation=cv2.INTER_CUBIC,
+            (width, height),
+            interpolation=cv2.INTER_CUBIC,
         )
         grain = rng.normal(0.0, 1.0, (height, width)).astype(np.float32)
         img = np.empty((height, width, 3), np.uint8)
@@ -494,7 +522,15 @@ class Town:
         for road in self.roads:
             p = px(road.centre)
             if spec.sidewalk_m > 0:
-                cv2.polylines(walk_mask, [p], False, 255, thick(2 * (road.half_width + spec.sidewalk_m)), cv2.LINE_8, shift)
+                cv2.polylines(
+                    walk_mask,
+                    [p],
+                    False,
+                    255,
+                    thick(2 * (road.half_width + spec.sidewalk_m)),
+                    cv2.LINE_8,
+                    shift,
+                )
             cv2.polylines(road_mask, [p], False, 255, thick(2 * road.half_width), cv2.LINE_8, shift)
         for node in self.nodes:
             if node.radius <= 0:
@@ -507,13 +543,29 @@ class Town:
                     if mask is walk_mask and spec.sidewalk_m <= 0:
                         continue
                     rr = int(r * scale)
-                    cv2.rectangle(mask, (int(c[0] - rr), int(c[1] - rr)), (int(c[0] + rr), int(c[1] + rr)), 255, -1, cv2.LINE_8, shift)
+                    cv2.rectangle(
+                        mask,
+                        (int(c[0] - rr), int(c[1] - rr)),
+                        (int(c[0] + rr), int(c[1] + rr)),
+                        255,
+                        -1,
+                        cv2.LINE_8,
+                        shift,
+                    )
         for lane in self.lanes:
             if lane.node_id >= 0:
                 pts = px(lane.points)
                 cv2.polylines(road_mask, [pts], False, 255, thick(w * 1.6), cv2.LINE_8, shift)
                 if spec.sidewalk_m > 0:
-                    cv2.polylines(walk_mask, [pts], False, 255, thick(w * 1.6 + 2 * spec.sidewalk_m), cv2.LINE_8, shift)
+                    cv2.polylines(
+                        walk_mask,
+                        [pts],
+                        False,
+                        255,
+                        thick(w * 1.6 + 2 * spec.sidewalk_m),
+                        cv2.LINE_8,
+                        shift,
+                    )
 
         img[walk_mask > 0] = SIDEWALK_BGR
         img[road_mask > 0] = ASPHALT_BGR
@@ -529,7 +581,9 @@ class Town:
                 continue
             # Centre line: double solid yellow.
             for off in (-0.15, 0.15):
-                cv2.polylines(img, [px(pl.offset(c, off))], False, YELLOW_BGR, thick(0.12), cv2.LINE_AA, shift)
+                cv2.polylines(
+                    img, [px(pl.offset(c, off))], False, YELLOW_BGR, thick(0.12), cv2.LINE_AA, shift
+                )
             for k in range(1, spec.lanes_per_direction):
                 for side in (1.0, -1.0):
                     self._dashed(img, pl.offset(c, side * k * w), px, thick(0.15), shift)
@@ -539,22 +593,48 @@ class Town:
         for cw in self.crosswalks:
             self._zebra(img, cw, px, shift)
         for light in self.lights:
-            cv2.polylines(img, [px(light.stop_line)], False, WHITE_BGR, thick(0.4), cv2.LINE_AA, shift)
+            cv2.polylines(
+                img, [px(light.stop_line)], False, WHITE_BGR, thick(0.4), cv2.LINE_AA, shift
+            )
 
         # Lane labels: id + 1 per road lane (0 = off the driving lanes, 65535 = junction).
         labels = np.zeros((height, width), np.uint16)
         for widen in (1.0, 0.0):  # outer lanes get LB's 0.5 m tolerance, interiors stay exact
             for lane in self.lanes:
                 if lane.road_id >= 0:
-                    cv2.polylines(labels, [px(lane.points)], False, lane.id + 1, thick(lane.width + widen), cv2.LINE_8, shift)
+                    cv2.polylines(
+                        labels,
+                        [px(lane.points)],
+                        False,
+                        lane.id + 1,
+                        thick(lane.width + widen),
+                        cv2.LINE_8,
+                        shift,
+                    )
         for node in self.nodes:
             if node.is_junction:
                 c = px(node.position[None])[0]
                 rr = int(node.radius * scale)
-                cv2.rectangle(labels, (int(c[0] - rr), int(c[1] - rr)), (int(c[0] + rr), int(c[1] + rr)), LABEL_JUNCTION, -1, cv2.LINE_8, shift)
+                cv2.rectangle(
+                    labels,
+                    (int(c[0] - rr), int(c[1] - rr)),
+                    (int(c[0] + rr), int(c[1] + rr)),
+                    LABEL_JUNCTION,
+                    -1,
+                    cv2.LINE_8,
+                    shift,
+                )
         for lane in self.lanes:
             if lane.node_id >= 0 and not lane.is_junction:  # bends belong to no junction
-                cv2.polylines(labels, [px(lane.points)], False, LABEL_JUNCTION, thick(lane.width + 1.0), cv2.LINE_8, shift)
+                cv2.polylines(
+                    labels,
+                    [px(lane.points)],
+                    False,
+                    LABEL_JUNCTION,
+                    thick(lane.width + 1.0),
+                    cv2.LINE_8,
+                    shift,
+                )
         raster = RasterMap(bgr=img, x0=x0, y0=y0, res=res, road_mask=road_mask)
         return raster, labels
 
@@ -568,7 +648,15 @@ class Town:
                 start = i
             if (not flag or i == len(on) - 1) and start is not None:
                 if i - start >= 1:
-                    cv2.polylines(img, [px(pts[start : i + 1])], False, WHITE_BGR, thickness, cv2.LINE_AA, shift)
+                    cv2.polylines(
+                        img,
+                        [px(pts[start : i + 1])],
+                        False,
+                        WHITE_BGR,
+                        thickness,
+                        cv2.LINE_AA,
+                        shift,
+                    )
                 start = None
 
     @staticmethod
@@ -601,7 +689,9 @@ class Town:
             return -2
         return v - 1
 
-    def nearest_lane(self, xy: np.ndarray, heading: float | None = None, road_only: bool = True) -> tuple[int, float]:
+    def nearest_lane(
+        self, xy: np.ndarray, heading: float | None = None, road_only: bool = True
+    ) -> tuple[int, float]:
         """(lane id, arc length s) of the lane closest to `xy` (optionally heading-aligned)."""
         best = (-1, 0.0, math.inf)
         for lane in self.lanes:

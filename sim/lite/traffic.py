@@ -41,8 +41,18 @@ NPC_WIDTH_M = 1.9  # [m]
 NPC_HEIGHT_M = 1.5  # [m]
 
 NPC_COLOURS_BGR = np.array(
-    [[40, 40, 180], [180, 60, 40], [200, 200, 205], [30, 30, 30], [60, 140, 60],
-     [40, 160, 220], [150, 150, 150], [90, 60, 30], [220, 220, 225], [30, 90, 160]],
+    [
+        [40, 40, 180],
+        [180, 60, 40],
+        [200, 200, 205],
+        [30, 30, 30],
+        [60, 140, 60],
+        [40, 160, 220],
+        [150, 150, 150],
+        [90, 60, 30],
+        [220, 220, 225],
+        [30, 90, 160],
+    ],
     dtype=np.uint8,
 )
 
@@ -92,8 +102,11 @@ class Traffic:
             [lane.node_id if lane.is_junction else -1 for lane in town.lanes], np.int32
         )
         self._unsignalized_node = np.array(
-            [lane.node_id if lane.is_junction and not town.nodes[lane.node_id].signalized else -1
-             for lane in town.lanes], np.int32,
+            [
+                lane.node_id if lane.is_junction and not town.nodes[lane.node_id].signalized else -1
+                for lane in town.lanes
+            ],
+            np.int32,
         )
         self._lane_limit = np.array([lane.speed_limit_mps for lane in town.lanes])
         self._pos_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -102,10 +115,19 @@ class Traffic:
 
     # ---------------------------------------------------------------- spawning
     def add(
-        self, lane_path: list[int], start_s: float, speed: float, v_desired: float,
-        actor_id: int, ignore_lights: bool = False, behaviour: int = BEHAVIOUR_NORMAL,
-        trigger_s: float = math.inf, brake_decel: float = 7.0, respawnable: bool = True,
-        colour: np.ndarray | None = None, pre_points: np.ndarray | None = None,
+        self,
+        lane_path: list[int],
+        start_s: float,
+        speed: float,
+        v_desired: float,
+        actor_id: int,
+        ignore_lights: bool = False,
+        behaviour: int = BEHAVIOUR_NORMAL,
+        trigger_s: float = math.inf,
+        brake_decel: float = 7.0,
+        respawnable: bool = True,
+        colour: np.ndarray | None = None,
+        pre_points: np.ndarray | None = None,
     ) -> int:
         """Add an NPC on `lane_path` at `start_s` metres along its first lane.
         `pre_points` (K, 2) optionally prefixes the path (e.g. a cut-in merge curve)."""
@@ -129,7 +151,11 @@ class Traffic:
         self.v = np.append(self.v, speed)
         self.v_desired = np.append(self.v_desired, v_desired)
         self.acc = np.append(self.acc, 0.0)
-        c = colour if colour is not None else NPC_COLOURS_BGR[self.rng.integers(len(NPC_COLOURS_BGR))]
+        c = (
+            colour
+            if colour is not None
+            else NPC_COLOURS_BGR[self.rng.integers(len(NPC_COLOURS_BGR))]
+        )
         self.colour = np.concatenate([self.colour, np.asarray(c, np.uint8)[None]])
         self.ignore_lights = np.append(self.ignore_lights, ignore_lights)
         self.behaviour = np.append(self.behaviour, behaviour).astype(np.int32)
@@ -141,7 +167,9 @@ class Traffic:
         self._set_path(k, pts, lanes)
         return k
 
-    def add_repath(self, k: int, lane_path: list[int], start_s: float, pre_points: np.ndarray) -> None:
+    def add_repath(
+        self, k: int, lane_path: list[int], start_s: float, pre_points: np.ndarray
+    ) -> None:
         """Give NPC k a new path: `pre_points` (e.g. a merge curve), then `lane_path` from
         `start_s` metres along its first lane."""
         pts, lanes = self._path_points(lane_path)
@@ -160,7 +188,8 @@ class Traffic:
         self._pos_cache = None
 
     def _path_points(self, lane_path: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        pts, lanes = [], []
+        pts: list[np.ndarray] = []
+        lanes: list[np.ndarray] = []
         for lane_id in lane_path:
             p = self.town.lanes[lane_id].points
             if pts:
@@ -203,8 +232,12 @@ class Traffic:
             if not last_lane.successors:
                 self.path_open[k] = False
                 break
-            nxt = town.lanes[last_lane.successors[int(self.rng.integers(len(last_lane.successors)))]]
-            lane_seq = [nxt.id] + ([nxt.successors[0]] if nxt.node_id >= 0 and nxt.successors else [])
+            nxt = town.lanes[
+                last_lane.successors[int(self.rng.integers(len(last_lane.successors)))]
+            ]
+            lane_seq = [nxt.id] + (
+                [nxt.successors[0]] if nxt.node_id >= 0 and nxt.successors else []
+            )
             pts, lanes = self._path_points(lane_seq)
             start = self.paths[k, self.path_len[k] - 1]
             pts = np.concatenate([start[None], pts])
@@ -267,7 +300,11 @@ class Traffic:
 
     # ------------------------------------------------------------------- step
     def decide(
-        self, obstacles: Obstacles, light_red: np.ndarray, ego_route_s: float, ego_junction: int,
+        self,
+        obstacles: Obstacles,
+        light_red: np.ndarray,
+        ego_route_s: float,
+        ego_junction: int,
     ) -> None:
         """Perceive and choose each NPC's acceleration (IDM), held until the next decision.
 
@@ -312,7 +349,9 @@ class Traffic:
                     g = np.maximum(g, 0.0)
                     # Per NPC, the nearest obstacle in its corridor is its IDM leader.
                     order = np.lexsort((g, near_i))
-                    first_pair = order[np.concatenate([[True], near_i[order][1:] != near_i[order][:-1]])]
+                    first_pair = order[
+                        np.concatenate([[True], near_i[order][1:] != near_i[order][:-1]])
+                    ]
                     lead = near_i[first_pair]
                     gap[lead] = g[first_pair]
                     lead_v[lead] = obstacles.speed[near_j[first_pair]]
@@ -321,7 +360,9 @@ class Traffic:
         lane_light = self._lane_light[win_lane]
         # The last window point on a lit lane marks its end; the stop line lies
         # STOP_LINE_BACKOFF_M before it.
-        entering = (lane_light >= 0) & (win_lane != np.concatenate([win_lane[:, 1:], win_lane[:, -1:]], axis=1))
+        entering = (lane_light >= 0) & (
+            win_lane != np.concatenate([win_lane[:, 1:], win_lane[:, -1:]], axis=1)
+        )
         if entering.any():
             red = np.zeros_like(entering)
             red[entering] = light_red[lane_light[entering]]
@@ -338,11 +379,11 @@ class Traffic:
         cur_node = self._lane_node[cur_lane]
         if self.reservation:
             win_node_holders = None
-            for node, holder in list(self.reservation.items()):
-                if cur_node[holder] != node:
+            for node, owner in list(self.reservation.items()):
+                if cur_node[owner] != node:
                     if win_node_holders is None:
                         win_node_holders = self._lane_node[win_lane]
-                    if not (win_node_holders[holder] == node).any():
+                    if not (win_node_holders[owner] == node).any():
                         del self.reservation[node]
         win_node = self._unsignalized_node[win_lane]
         entry = (win_node >= 0) & (win_node != cur_node[:, None])
@@ -351,7 +392,10 @@ class Traffic:
             j_entry = np.argmax(entry[approaching], axis=1)
             nodes = win_node[approaching, j_entry]
             dists = dist_ahead[approaching, j_entry]
-            for i, node, dist in zip(approaching.tolist(), nodes.tolist(), dists.tolist()):
+            for i, node, dist in zip(
+                approaching.tolist(), nodes.tolist(), dists.tolist(), strict=True
+            ):
+                i = int(i)
                 holder = self.reservation.get(node)
                 busy = (holder is not None and holder != i) or ego_junction == node
                 if not busy and dist < 12.0:
@@ -362,13 +406,17 @@ class Traffic:
         # Scripted behaviours.
         fire = (~self.triggered) & (ego_route_s >= self.trigger_s)
         self.triggered |= fire
-        cap_idx = np.minimum(base + np.maximum((self.v * 2.0).astype(np.int64), 1), self.path_len - 1)
+        cap_idx = np.minimum(
+            base + np.maximum((self.v * 2.0).astype(np.int64), 1), self.path_len - 1
+        )
         v0 = np.minimum(self.v_desired, self.path_cap[ar, cap_idx])
         v0 = np.minimum(v0, self._lane_limit[cur_lane] * 1.1)
         v0 = np.maximum(v0, 0.5)
         dv = self.v - lead_v
         s_star = IDM_MIN_GAP_M + np.maximum(
-            self.v * IDM_TIME_HEADWAY_S + self.v * dv / (2 * math.sqrt(IDM_MAX_ACCEL_MPS2 * IDM_COMFORT_DECEL_MPS2)), 0.0
+            self.v * IDM_TIME_HEADWAY_S
+            + self.v * dv / (2 * math.sqrt(IDM_MAX_ACCEL_MPS2 * IDM_COMFORT_DECEL_MPS2)),
+            0.0,
         )
         with np.errstate(divide="ignore"):
             interaction = np.where(np.isfinite(gap), (s_star / np.maximum(gap, 0.1)) ** 2, 0.0)

@@ -44,7 +44,17 @@ from sim.lite.traffic import (
 )
 from sim.protocol import FIXED_DELTA_SECONDS, SensorData
 from sim.route import Route
-from sim.sensors import CAMERA, GNSS, IMU, LIDAR, RADAR, SPEEDOMETER, SensorSpec, SensorSpecError, parse_sensor_specs
+from sim.sensors import (
+    CAMERA,
+    GNSS,
+    IMU,
+    LIDAR,
+    RADAR,
+    SPEEDOMETER,
+    SensorSpec,
+    SensorSpecError,
+    parse_sensor_specs,
+)
 from sim.spec import VehicleSpec, WorldSpec, WorldSpecError
 from sim.weather import GRAVITY_MPS2
 
@@ -60,7 +70,12 @@ LIGHT_POLE_SIZE_M = (0.35, 0.35, 4.5)
 PROP_TYPES: dict[str, tuple[str, tuple[float, float, float], BoxKind, tuple[int, int, int]]] = {
     "cone": ("static.prop.constructioncone", (0.45, 0.45, 0.75), BoxKind.CONE, (20, 110, 245)),
     "barrier": ("static.prop.streetbarrier", (0.6, 2.0, 1.0), BoxKind.BARRIER, (60, 80, 225)),
-    "warning_sign": ("static.prop.trafficwarning", (0.6, 2.4, 2.2), BoxKind.WARNING_SIGN, (30, 170, 245)),
+    "warning_sign": (
+        "static.prop.trafficwarning",
+        (0.6, 2.4, 2.2),
+        BoxKind.WARNING_SIGN,
+        (30, 170, 245),
+    ),
     "debris": ("static.prop.dirtdebris02", (1.6, 1.4, 0.25), BoxKind.DEBRIS, (60, 75, 95)),
     "parked_vehicle": ("vehicle.parked.sedan", (4.6, 1.9, 1.5), BoxKind.VEHICLE, (120, 120, 125)),
 }
@@ -73,8 +88,12 @@ def build_town(spec: TownSpec, seed: int) -> Town:
 
 
 def obb_overlap(
-    centre: np.ndarray, yaw: float, half: np.ndarray,
-    centres: np.ndarray, yaws: np.ndarray, halves: np.ndarray,
+    centre: np.ndarray,
+    yaw: float,
+    half: np.ndarray,
+    centres: np.ndarray,
+    yaws: np.ndarray,
+    halves: np.ndarray,
 ) -> np.ndarray:
     """Separating-axis test of one oriented box against M boxes: (M,) bool."""
     if len(centres) == 0:
@@ -197,7 +216,14 @@ class LiteSimulator:
         # Constant obstacle arrays for the NPC model, sized once per reset.
         self._prop_radius = self.prop_size[:, :2].max(1) / 2
         self._prop_zeros = np.zeros(len(self.prop_xy))
-        cap = spec.num_vehicles + len(spec.vehicles) + spec.num_pedestrians + len(spec.pedestrians) + len(self.prop_xy) + 1
+        cap = (
+            spec.num_vehicles
+            + len(spec.vehicles)
+            + spec.num_pedestrians
+            + len(spec.pedestrians)
+            + len(self.prop_xy)
+            + 1
+        )
         self._ego_radius = np.array([MKZ_WIDTH_M / 2 + 0.1])
         self._ego_half_length = np.array([MKZ_LENGTH_M / 2])
         self._npc_radius = np.full(cap, NPC_WIDTH_M / 2 + 0.1)
@@ -206,7 +232,9 @@ class LiteSimulator:
         self._minus_ones = np.full(cap, -1)
         self._ego_half_extent = np.array([MKZ_LENGTH_M / 2, MKZ_WIDTH_M / 2])
         self._npc_half_extent = np.tile([NPC_LENGTH_M / 2, NPC_WIDTH_M / 2], (cap, 1))
-        self._ped_half_extent = np.tile([PEDESTRIAN_SIZE_M[0] / 2, PEDESTRIAN_SIZE_M[1] / 2], (cap, 1))
+        self._ped_half_extent = np.tile(
+            [PEDESTRIAN_SIZE_M[0] / 2, PEDESTRIAN_SIZE_M[1] / 2], (cap, 1)
+        )
         self._pole_light_index = np.arange(len(self.town.lights))
 
     def _route_lane_at(self, s_m: float) -> tuple[int, float]:
@@ -240,7 +268,9 @@ class LiteSimulator:
                     f"vehicle at route_s_m={vspec.route_s_m}: no lane {vspec.lane_offset:+d} "
                     f"beside the route lane (road has {self.town.spec.lanes_per_direction} per direction)"
                 )
-            s_on_lane = pl.project(self.town.lanes[nxt].points, self.town.lanes[nxt].s, lane.point_at(s_on_lane))[0]
+            s_on_lane = pl.project(
+                self.town.lanes[nxt].points, self.town.lanes[nxt].s, lane.point_at(s_on_lane)
+            )[0]
             lane = self.town.lanes[nxt]
             steps += -1 if steps > 0 else 1
         path = self._route_lanes_from(lane.id) if vspec.lane_offset == 0 else [lane.id]
@@ -251,9 +281,16 @@ class LiteSimulator:
         trigger = vspec.trigger_s_m if vspec.trigger_s_m is not None else math.inf
         speed = 0.0 if vspec.behaviour == "stopped" else vspec.speed_mps
         k = self.traffic.add(
-            path, s_on_lane, speed, vspec.speed_mps, self._new_id(),
-            ignore_lights=vspec.behaviour == "run_red_light", behaviour=behaviour,
-            trigger_s=trigger, brake_decel=vspec.brake_decel_mps2, respawnable=False,
+            path,
+            s_on_lane,
+            speed,
+            vspec.speed_mps,
+            self._new_id(),
+            ignore_lights=vspec.behaviour == "run_red_light",
+            behaviour=behaviour,
+            trigger_s=trigger,
+            brake_decel=vspec.brake_decel_mps2,
+            respawnable=False,
         )
         self._scripted_vehicles.append((k, vspec))
 
@@ -303,7 +340,9 @@ class LiteSimulator:
         self._light_cycle_index = np.array([lt.cycle_index for lt in lights], float)
         self._light_cycle_count = np.array([lt.cycle_count for lt in lights], float)
         self._light_offset = np.array([lt.phase_offset_s for lt in lights], float)
-        self._stop_line_centres = np.array([lt.stop_line.mean(axis=0) for lt in lights]).reshape(-1, 2)
+        self._stop_line_centres = np.array([lt.stop_line.mean(axis=0) for lt in lights]).reshape(
+            -1, 2
+        )
 
     def _compute_light_states(self, t: float) -> np.ndarray:
         """(L,) TrafficLightState values: approaches of a junction take turns (like a CARLA
@@ -362,24 +401,36 @@ class LiteSimulator:
             self.traffic.decide(
                 self._obstacles(ego_xy, npc_xy, ped_xy),
                 self._light_states != int(TrafficLightState.Green),
-                progress, self._ego_junction(ego_xy),
+                progress,
+                self._ego_junction(ego_xy),
             )
             self._scripted_triggers(progress)
         self.traffic.integrate(dt)
         for k in np.nonzero(self.traffic.dead_ended())[0]:
             self._respawn(int(k))
-        self.pedestrians.step(dt, progress, np.concatenate([npc_xy, ego_xy[None]]),
-                              np.concatenate([self.traffic.v, [abs(self.ego.speed)]]))
+        self.pedestrians.step(
+            dt,
+            progress,
+            np.concatenate([npc_xy, ego_xy[None]]),
+            np.concatenate([self.traffic.v, [abs(self.ego.speed)]]),
+        )
 
         collisions = self._collisions(ego_xy)
         label = self.town.label_at(ego_xy)
         lane = LaneQuery(
-            on_driving_lane=label >= 0, in_junction=label == -2,
+            on_driving_lane=label >= 0,
+            in_junction=label == -2,
             lane_heading=self._lane_heading(label, ego_xy) if label >= 0 else None,
         )
         self._events = self.criteria.update(
-            self._frame, self._time_s, ego_xy, self.ego.yaw, abs(self.ego.speed), lane,
-            collisions, self._light_infos(near_xy=ego_xy),
+            self._frame,
+            self._time_s,
+            ego_xy,
+            self.ego.yaw,
+            abs(self.ego.speed),
+            lane,
+            collisions,
+            self._light_infos(near_xy=ego_xy),
         )
         return self._sensor_data()
 
@@ -389,10 +440,31 @@ class LiteSimulator:
         n_prop = len(self.prop_xy)
         return Obstacles(
             xy=np.concatenate([ego_xy[None], npc_xy, ped_xy, self.prop_xy]),
-            radius=np.concatenate([self._ego_radius, self._npc_radius[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
+            radius=np.concatenate(
+                [
+                    self._ego_radius,
+                    self._npc_radius[:n_npc],
+                    self._ped_radius[:n_ped],
+                    self._prop_radius,
+                ]
+            ),
             owner=np.concatenate([[-1], np.arange(n_npc), self._minus_ones[: n_ped + n_prop]]),
-            speed=np.concatenate([[max(self.ego.speed, 0.0)], self.traffic.v, self.pedestrians.velocities(), self._prop_zeros]),
-            half_length=np.concatenate([self._ego_half_length, self._npc_half_length[:n_npc], self._ped_radius[:n_ped], self._prop_radius]),
+            speed=np.concatenate(
+                [
+                    [max(self.ego.speed, 0.0)],
+                    self.traffic.v,
+                    self.pedestrians.velocities(),
+                    self._prop_zeros,
+                ]
+            ),
+            half_length=np.concatenate(
+                [
+                    self._ego_half_length,
+                    self._npc_half_length[:n_npc],
+                    self._ped_radius[:n_ped],
+                    self._prop_radius,
+                ]
+            ),
         )
 
     def _lane_heading(self, lane_id: int, xy: np.ndarray) -> float:
@@ -416,7 +488,11 @@ class LiteSimulator:
                 self._active_events.append(name)
                 if vspec.behaviour == "cut_in":
                     self._cut_in(k)
-        n_ped_fired = int((self.pedestrians.scripted & (self.pedestrians.walking | (self.pedestrians.s > 0))).sum())
+        n_ped_fired = int(
+            (
+                self.pedestrians.scripted & (self.pedestrians.walking | (self.pedestrians.s > 0))
+            ).sum()
+        )
         for i in range(n_ped_fired):
             name = f"pedestrian_crossing#{i}"
             if name not in self._active_events:
@@ -445,38 +521,58 @@ class LiteSimulator:
             return []
         idx = np.nonzero(near)[0]
         yaws = np.concatenate([npc_yaw, ped_yaw, self.prop_yaw])[idx]
-        halves = np.concatenate([
-            self._npc_half_extent[: len(npc_xy)], self._ped_half_extent[: len(ped_xy)],
-            self.prop_size[:, :2] / 2,
-        ])[idx]
+        halves = np.concatenate(
+            [
+                self._npc_half_extent[: len(npc_xy)],
+                self._ped_half_extent[: len(ped_xy)],
+                self.prop_size[:, :2] / 2,
+            ]
+        )[idx]
         hit = obb_overlap(ego_xy, self.ego.yaw, self._ego_half_extent, centres[idx], yaws, halves)
         out = []
         n_npc, n_ped = len(npc_xy), len(ped_xy)
         for i in idx[hit]:
             if i < n_npc:
-                out.append(Collision(int(self.traffic.ids[i]), "vehicle.npc.sedan", tuple(centres[i])))
+                out.append(
+                    Collision(int(self.traffic.ids[i]), "vehicle.npc.sedan", tuple(centres[i]))
+                )
             elif i < n_npc + n_ped:
-                out.append(Collision(int(self.pedestrians.ids[i - n_npc]), "walker.pedestrian.0001", tuple(centres[i])))
+                out.append(
+                    Collision(
+                        int(self.pedestrians.ids[i - n_npc]),
+                        "walker.pedestrian.0001",
+                        tuple(centres[i]),
+                    )
+                )
             else:
                 j = i - n_npc - n_ped
-                out.append(Collision(int(self.prop_ids[j]), self.prop_type_ids[j], tuple(centres[i])))
+                out.append(
+                    Collision(int(self.prop_ids[j]), self.prop_type_ids[j], tuple(centres[i]))
+                )
         return out
 
-    def _light_infos(self, near_xy: np.ndarray | None = None, radius_m: float = 20.0) -> list[TrafficLightInfo]:
+    def _light_infos(
+        self, near_xy: np.ndarray | None = None, radius_m: float = 20.0
+    ) -> list[TrafficLightInfo]:
         """Traffic lights as ground truth; with `near_xy`, only those within `radius_m`."""
         out = []
-        chosen = range(len(self.town.lights))
+        chosen: list[int] = list(range(len(self.town.lights)))
         if near_xy is not None and len(self.town.lights):
             d = np.abs(self._stop_line_centres - near_xy).max(axis=1)
             chosen = np.nonzero(d < radius_m)[0].tolist()
         for i in chosen:
             light, state = self.town.lights[i], self._light_states[i]
-            out.append(TrafficLightInfo(
-                id=light.id, state=TrafficLightState(int(state)), x=float(light.position[0]),
-                y=float(light.position[1]),
-                stop_line=(tuple(light.stop_line[0]), tuple(light.stop_line[1])),  # type: ignore[arg-type]
-                heading=light.heading, lane_ids=tuple(light.lane_ids),
-            ))
+            out.append(
+                TrafficLightInfo(
+                    id=light.id,
+                    state=TrafficLightState(int(state)),
+                    x=float(light.position[0]),
+                    y=float(light.position[1]),
+                    stop_line=(tuple(light.stop_line[0]), tuple(light.stop_line[1])),  # type: ignore[arg-type]
+                    heading=light.heading,
+                    lane_ids=tuple(light.lane_ids),
+                )
+            )
         return out
 
     def _sensor_data(self) -> SensorData:
@@ -487,17 +583,32 @@ class LiteSimulator:
         for s in self._sensors:
             if s.type == CAMERA:
                 img = self._renderers[s.id].render(
-                    np.array([self.ego.x, self.ego.y]), self.ego.yaw, boxes, self.weather, self._frame
+                    np.array([self.ego.x, self.ego.y]),
+                    self.ego.yaw,
+                    boxes,
+                    self.weather,
+                    self._frame,
                 )
                 data[s.id] = (self._frame, img)
             elif s.type == GNSS:
                 lat, lon, alt = GEO_REFERENCE.to_gps(self.ego.x, self.ego.y, 0.0)
                 data[s.id] = (self._frame, np.array([lat, lon, alt], np.float64))
             elif s.type == IMU:
-                data[s.id] = (self._frame, np.array([
-                    self.ego.accel, self.ego.lateral_accel, GRAVITY_MPS2,
-                    0.0, 0.0, self.ego.yaw_rate, yaw_to_compass(self.ego.yaw),
-                ], np.float64))
+                data[s.id] = (
+                    self._frame,
+                    np.array(
+                        [
+                            self.ego.accel,
+                            self.ego.lateral_accel,
+                            GRAVITY_MPS2,
+                            0.0,
+                            0.0,
+                            self.ego.yaw_rate,
+                            yaw_to_compass(self.ego.yaw),
+                        ],
+                        np.float64,
+                    ),
+                )
             elif s.type == SPEEDOMETER:
                 data[s.id] = (self._frame, {"speed": float(self.ego.speed)})
         return data
@@ -517,17 +628,34 @@ class LiteSimulator:
         return SceneBoxes(
             center_xy=np.concatenate([[[self.ego.x, self.ego.y]], npc_xy, ped_xy, self.prop_xy]),
             yaw=np.concatenate([[self.ego.yaw], npc_yaw, ped_yaw, self.prop_yaw]),
-            size=np.concatenate([
-                [[MKZ_LENGTH_M, MKZ_WIDTH_M, MKZ_HEIGHT_M]],
-                np.tile([NPC_LENGTH_M, NPC_WIDTH_M, NPC_HEIGHT_M], (n_npc, 1)),
-                np.tile(PEDESTRIAN_SIZE_M, (n_ped, 1)), self.prop_size,
-            ]).reshape(-1, 3),
+            size=np.concatenate(
+                [
+                    [[MKZ_LENGTH_M, MKZ_WIDTH_M, MKZ_HEIGHT_M]],
+                    np.tile([NPC_LENGTH_M, NPC_WIDTH_M, NPC_HEIGHT_M], (n_npc, 1)),
+                    np.tile(PEDESTRIAN_SIZE_M, (n_ped, 1)),
+                    self.prop_size,
+                ]
+            ).reshape(-1, 3),
             base_z=np.zeros(1 + n_npc + n_ped + n_prop),
-            bgr=np.concatenate([[[200, 200, 200]], self.traffic.colour, self.pedestrians.colour, self.prop_bgr]).astype(np.uint8).reshape(-1, 3),
-            kind=np.concatenate([[int(BoxKind.EGO)], np.full(n_npc, int(BoxKind.VEHICLE)),
-                                 np.full(n_ped, int(BoxKind.PEDESTRIAN)), self.prop_kind]).astype(np.int64),
-            light_bgr=np.concatenate([[[0, 0, 0]], tail, np.zeros((n_ped, 3)), light_bgr]).astype(np.uint8).reshape(-1, 3),
-            ids=np.concatenate([[EGO_ID], self.traffic.ids, self.pedestrians.ids, self.prop_ids]).astype(np.int64),
+            bgr=np.concatenate(
+                [[[200, 200, 200]], self.traffic.colour, self.pedestrians.colour, self.prop_bgr]
+            )
+            .astype(np.uint8)
+            .reshape(-1, 3),
+            kind=np.concatenate(
+                [
+                    [int(BoxKind.EGO)],
+                    np.full(n_npc, int(BoxKind.VEHICLE)),
+                    np.full(n_ped, int(BoxKind.PEDESTRIAN)),
+                    self.prop_kind,
+                ]
+            ).astype(np.int64),
+            light_bgr=np.concatenate([[[0, 0, 0]], tail, np.zeros((n_ped, 3)), light_bgr])
+            .astype(np.uint8)
+            .reshape(-1, 3),
+            ids=np.concatenate(
+                [[EGO_ID], self.traffic.ids, self.pedestrians.ids, self.prop_ids]
+            ).astype(np.int64),
         )
 
     # ------------------------------------------------------------ properties
@@ -550,7 +678,9 @@ class LiteSimulator:
     def route(self) -> Route:
         return self._route
 
-    def global_plan(self) -> tuple[list[tuple[dict, RoadOption]], list[tuple[Transform, RoadOption]]]:
+    def global_plan(
+        self,
+    ) -> tuple[list[tuple[dict, RoadOption]], list[tuple[Transform, RoadOption]]]:
         return self._route.global_plan()
 
     @property
@@ -571,32 +701,69 @@ class LiteSimulator:
         ped_v = self.pedestrians.velocities()
         scripted = {k for k, _ in self._scripted_vehicles}
         actors = [
-            ActorState(int(self.traffic.ids[i]), "vehicle.npc.sedan", float(npc_xy[i, 0]),
-                       float(npc_xy[i, 1]), float(npc_yaw[i]), float(self.traffic.v[i]),
-                       (NPC_LENGTH_M, NPC_WIDTH_M, NPC_HEIGHT_M),
-                       "scenario" if i in scripted else "background")
+            ActorState(
+                int(self.traffic.ids[i]),
+                "vehicle.npc.sedan",
+                float(npc_xy[i, 0]),
+                float(npc_xy[i, 1]),
+                float(npc_yaw[i]),
+                float(self.traffic.v[i]),
+                (NPC_LENGTH_M, NPC_WIDTH_M, NPC_HEIGHT_M),
+                "scenario" if i in scripted else "background",
+            )
             for i in range(len(npc_xy))
         ]
         actors += [
-            ActorState(int(self.pedestrians.ids[i]), "walker.pedestrian.0001", float(ped_xy[i, 0]),
-                       float(ped_xy[i, 1]), float(ped_yaw[i]), float(ped_v[i]), PEDESTRIAN_SIZE_M,
-                       "scenario" if self.pedestrians.scripted[i] else "background")
+            ActorState(
+                int(self.pedestrians.ids[i]),
+                "walker.pedestrian.0001",
+                float(ped_xy[i, 0]),
+                float(ped_xy[i, 1]),
+                float(ped_yaw[i]),
+                float(ped_v[i]),
+                PEDESTRIAN_SIZE_M,
+                "scenario" if self.pedestrians.scripted[i] else "background",
+            )
             for i in range(len(ped_xy))
         ]
         props = [
-            ActorState(int(self.prop_ids[i]), self.prop_type_ids[i], float(self.prop_xy[i, 0]),
-                       float(self.prop_xy[i, 1]), float(self.prop_yaw[i]), 0.0,
-                       tuple(float(v) for v in self.prop_size[i]), "scenario")  # type: ignore[arg-type]
+            ActorState(
+                int(self.prop_ids[i]),
+                self.prop_type_ids[i],
+                float(self.prop_xy[i, 0]),
+                float(self.prop_xy[i, 1]),
+                float(self.prop_yaw[i]),
+                0.0,
+                (
+                    float(self.prop_size[i, 0]),
+                    float(self.prop_size[i, 1]),
+                    float(self.prop_size[i, 2]),
+                ),
+                "scenario",
+            )
             for i in range(self._n_props)
         ]
         status = self.criteria.status
         return GroundTruth(
-            frame=self._frame, time_s=self._time_s,
-            ego=ActorState(EGO_ID, EGO_TYPE_ID, self.ego.x, self.ego.y, self.ego.yaw, self.ego.speed,
-                           (MKZ_LENGTH_M, MKZ_WIDTH_M, MKZ_HEIGHT_M), "hero"),
-            actors=tuple(actors), props=tuple(props), traffic_lights=tuple(self._light_infos()),
-            weather=self.weather, friction=self.weather.friction,
-            route_progress_m=status.progress_m, route_completion=status.completion,
+            frame=self._frame,
+            time_s=self._time_s,
+            ego=ActorState(
+                EGO_ID,
+                EGO_TYPE_ID,
+                self.ego.x,
+                self.ego.y,
+                self.ego.yaw,
+                self.ego.speed,
+                (MKZ_LENGTH_M, MKZ_WIDTH_M, MKZ_HEIGHT_M),
+                "hero",
+            ),
+            actors=tuple(actors),
+            props=tuple(props),
+            traffic_lights=tuple(self._light_infos()),
+            weather=self.weather,
+            friction=self.weather.friction,
+            route_progress_m=status.progress_m,
+            route_completion=status.completion,
             active_events=tuple(self._active_events),
             speed_limit_mps=self._spec.town.speed_limit_kmh / 3.6 if self._spec else 0.0,
         )

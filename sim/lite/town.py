@@ -240,6 +240,7 @@ class Town:
         self._build_lights(rng)
         self.lane_graph = self._lane_graph()
         self.raster, self.labels = self._rasterise()
+        self.buildings = self._place_buildings(np.random.default_rng([self.seed, 15485863]))
 
     # ------------------------------------------------------------------ graph
     def _node_graph(self, rng: np.random.Generator) -> nx.Graph:
@@ -567,6 +568,7 @@ class Town:
                         shift,
                     )
 
+        self._paved = cv2.dilate(cv2.bitwise_or(walk_mask, road_mask), np.ones((11, 11), np.uint8))
         img[walk_mask > 0] = SIDEWALK_BGR
         img[road_mask > 0] = ASPHALT_BGR
         # Texture: low-frequency patches and grain, stronger on grass.
@@ -673,6 +675,38 @@ class Town:
             p1 = p0 + across * 0.5
             poly = np.stack([p0 - along, p0 + along, p1 + along, p1 - along])
             cv2.fillConvexPoly(img, px(poly), WHITE_BGR, cv2.LINE_AA, shift)
+
+    def _place_buildings(self, rng: np.random.Generator) -> np.ndarray:
+        """Scenery: (B, 5) rows of (x, y, length, width, height) [m], axis-aligned blocks
+        standing on grass (never on roads or sidewalks). Urban towns only."""
+        if self.spec.road_type != "urban":
+            return np.zeros((0, 5))
+        x0, y0, x1, y1 = self.bounds
+        res = self.raster.res
+        out = []
+        attempts = int(
+            12 * self.spec.blocks_x * self.spec.blocks_y * (self.spec.block_m / 100.0) ** 2
+        )
+        for _ in range(attempts):
+            length, width = rng.uniform(10.0, 28.0), rng.uniform(10.0, 24.0)
+            cx, cy = rng.uniform(x0 - 30.0, x1 + 30.0), rng.uniform(y0 - 30.0, y1 + 30.0)
+            xs = np.linspace(cx - length / 2 - 2.0, cx + length / 2 + 2.0, 7)
+            ys = np.linspace(cy - width / 2 - 2.0, cy + width / 2 + 2.0, 7)
+            gx, gy = np.meshgrid(xs, ys)
+            cols = ((gx - x0) / res).astype(int).clip(0, self._paved.shape[1] - 1)
+            rows = ((gy - y0) / res).astype(int).clip(0, self._paved.shape[0] - 1)
+            if self._paved[rows, cols].any():
+                continue
+            box = np.array([cx, cy, length, width, rng.uniform(6.0, 24.0)])
+            if out:
+                other = np.array(out)
+                if (
+                    (np.abs(other[:, 0] - cx) < (other[:, 2] + length) / 2 + 2.0)
+                    & (np.abs(other[:, 1] - cy) < (other[:, 3] + width) / 2 + 2.0)
+                ).any():
+                    continue
+            out.append(box)
+        return np.array(out).reshape(-1, 5)
 
     # ---------------------------------------------------------------- queries
     def label_at(self, xy: np.ndarray) -> int:

@@ -138,6 +138,18 @@ class LiteSimulator:
             spec.route, np.random.default_rng([self.seed, 2])
         )
         self.rng = np.random.default_rng([self.seed, 3])
+        palette = np.array(
+            [[92, 100, 112], [120, 128, 140], [70, 84, 110], [150, 150, 145], [96, 110, 128]]
+        )
+        self._building_bgr = (
+            palette[
+                np.random.default_rng([self.seed, 6]).integers(
+                    len(palette), size=len(self.town.buildings)
+                )
+            ]
+            .astype(np.uint8)
+            .reshape(-1, 3)
+        )
         self._frame = 0
         self._time_s = 0.0
         self._events = []
@@ -415,8 +427,8 @@ class LiteSimulator:
             np.concatenate([self.traffic.v, [abs(self.ego.speed)]]),
         )
 
-        collisions = self._collisions(ego_xy)
         label = self.town.label_at(ego_xy)
+        collisions = self._collisions(ego_xy, off_road=label == -1)
         lane = LaneQuery(
             on_driving_lane=label >= 0,
             in_junction=label == -2,
@@ -511,14 +523,15 @@ class LiteSimulator:
         self.traffic.add_repath(k, self._route_lanes_from(lane_id), s_lane, merge)
         self.traffic.v[k] = v
 
-    def _collisions(self, ego_xy: np.ndarray) -> list[Collision]:
+    def _collisions(self, ego_xy: np.ndarray, off_road: bool = False) -> list[Collision]:
+        out = self._building_collisions(ego_xy) if off_road else []
         npc_xy, npc_yaw = self.traffic.positions()
         ped_xy, ped_yaw = self.pedestrians.positions()
         centres = np.concatenate([npc_xy, ped_xy, self.prop_xy])
         d = centres - ego_xy
         near = np.einsum("mc,mc->m", d, d) < 36.0  # 6 m: no box pair farther apart can touch
         if not near.any():
-            return []
+            return out
         idx = np.nonzero(near)[0]
         yaws = np.concatenate([npc_yaw, ped_yaw, self.prop_yaw])[idx]
         halves = np.concatenate(
@@ -529,7 +542,6 @@ class LiteSimulator:
             ]
         )[idx]
         hit = obb_overlap(ego_xy, self.ego.yaw, self._ego_half_extent, centres[idx], yaws, halves)
-        out = []
         n_npc, n_ped = len(npc_xy), len(ped_xy)
         for i in idx[hit]:
             if i < n_npc:
@@ -615,46 +627,63 @@ class LiteSimulator:
 
     # ------------------------------------------------------------ rendering
     def scene_boxes(self) -> SceneBoxes:
-        """Every object as a box, for the renderers (ego included, kind EGO)."""
+        """Every object as a box, for the renderers: ego (kind EGO), NPCs, pedestrians,
+        props and light poles (lamp colour in `light_bgr`), buildings."""
         npc_xy, npc_yaw = self.traffic.positions()
         ped_xy, ped_yaw = self.pedestrians.positions()
         n_npc, n_ped, n_prop = len(npc_xy), len(ped_xy), len(self.prop_xy)
-        light_bgr = np.zeros((n_prop, 3), np.uint8)
+        bld = self.town.buildings
+        n_bld = len(bld)
+        prop_light = np.zeros((n_prop, 3), np.uint8)
         if len(self.town.lights):
             lamp = np.array([[40, 40, 255], [0, 200, 255], [80, 255, 80]], np.uint8)
-            light_bgr[self._n_props :] = lamp[np.minimum(self._light_states, 2)]
-        braking = self.traffic.v < 0.5
-        tail = np.where(braking[:, None], [[40, 40, 255]], [[20, 20, 160]]).astype(np.uint8)
+            prop_light[self._n_props :] = lamp[np.minimum(self._light_states, 2)]
+        braking = (self.traffic.v < 0.5)[:, None]
+        tail = np.where(braking, [[40, 40, 255]], [[20, 20, 160]]).astype(np.uint8)
         return SceneBoxes(
-            center_xy=np.concatenate([[[self.ego.x, self.ego.y]], npc_xy, ped_xy, self.prop_xy]),
-            yaw=np.concatenate([[self.ego.yaw], npc_yaw, ped_yaw, self.prop_yaw]),
+            center_xy=np.concatenate(
+                [[[self.ego.x, self.ego.y]], npc_xy, ped_xy, self.prop_xy, bld[:, :2]]
+            ),
+            yaw=np.concatenate([[self.ego.yaw], npc_yaw, ped_yaw, self.prop_yaw, np.zeros(n_bld)]),
             size=np.concatenate(
                 [
                     [[MKZ_LENGTH_M, MKZ_WIDTH_M, MKZ_HEIGHT_M]],
                     np.tile([NPC_LENGTH_M, NPC_WIDTH_M, NPC_HEIGHT_M], (n_npc, 1)),
                     np.tile(PEDESTRIAN_SIZE_M, (n_ped, 1)),
                     self.prop_size,
+                    bld[:, 2:5],
                 ]
-            ).reshape(-1, 3),
-            base_z=np.zeros(1 + n_npc + n_ped + n_prop),
+            ),
+            base_z=np.zeros(1 + n_npc + n_ped + n_prop + n_bld),
             bgr=np.concatenate(
-                [[[200, 200, 200]], self.traffic.colour, self.pedestrians.colour, self.prop_bgr]
-            )
-            .astype(np.uint8)
-            .reshape(-1, 3),
+                [
+                    [[200, 200, 200]],
+                    self.traffic.colour,
+                    self.pedestrians.colour,
+                    self.prop_bgr,
+                    self._building_bgr,
+                ]
+            ).astype(np.uint8),
             kind=np.concatenate(
                 [
                     [int(BoxKind.EGO)],
                     np.full(n_npc, int(BoxKind.VEHICLE)),
                     np.full(n_ped, int(BoxKind.PEDESTRIAN)),
                     self.prop_kind,
+                    np.full(n_bld, int(BoxKind.BUILDING)),
                 ]
             ).astype(np.int64),
-            light_bgr=np.concatenate([[[0, 0, 0]], tail, np.zeros((n_ped, 3)), light_bgr])
-            .astype(np.uint8)
-            .reshape(-1, 3),
+            light_bgr=np.concatenate(
+                [[[0, 0, 0]], tail, np.zeros((n_ped, 3)), prop_light, np.zeros((n_bld, 3))]
+            ).astype(np.uint8),
             ids=np.concatenate(
-                [[EGO_ID], self.traffic.ids, self.pedestrians.ids, self.prop_ids]
+                [
+                    [EGO_ID],
+                    self.traffic.ids,
+                    self.pedestrians.ids,
+                    self.prop_ids,
+                    np.full(n_bld, -1),
+                ]
             ).astype(np.int64),
         )
 

@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 
 from sim.control import VehicleControl
-from sim.geometry import world_to_ego
 from sim.lite.dynamics import MAX_STEER_ANGLE_RAD, MKZ_WHEELBASE_M
 from sim.lite.world import LiteSimulator
 from sim.sensors import default_front_camera
@@ -33,9 +32,12 @@ from sim.weather import Weather
 def lane_keeper(sim: LiteSimulator, speed_mps: float = 8.0) -> VehicleControl:
     """Pure pursuit 6 m ahead on the route, P-control on speed; ~10 us per call."""
     ego = sim.ego
-    target = sim.route.point_at(sim.criteria.progress_m + 6.0)
-    local = world_to_ego(target[None], np.array([ego.x, ego.y]), ego.yaw)[0]
-    wheel = math.atan(MKZ_WHEELBASE_M * 2.0 * local[1] / max(float(local @ local), 1e-6))
+    route = sim.route
+    i = min(int(np.searchsorted(route.s, sim.criteria.progress_m + 6.0)), len(route.s) - 1)
+    dx, dy = route.points[i, 0] - ego.x, route.points[i, 1] - ego.y
+    c, s = math.cos(ego.yaw), math.sin(ego.yaw)
+    left = dx * s - dy * c  # [m] target's offset to the ego's left
+    wheel = math.atan(MKZ_WHEELBASE_M * 2.0 * left / max(dx * dx + dy * dy, 1e-6))
     steer = -wheel / MAX_STEER_ANGLE_RAD
     error = speed_mps - ego.speed
     if error > 0:

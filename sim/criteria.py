@@ -114,7 +114,12 @@ class RouteCriteria:
         self.fixed_timeout_s = timeout_s
         self.start_time_s: float | None = None
         n = len(route.points)
-        self._fwd = np.stack([np.cos(route.yaw), np.sin(route.yaw)], -1)
+        # Per-tick checks touch only a handful of route points: plain floats beat numpy here.
+        self._px = route.points[:, 0].tolist()
+        self._py = route.points[:, 1].tolist()
+        self._fx = np.cos(route.yaw).tolist()
+        self._fy = np.sin(route.yaw).tolist()
+        self._s = route.s.tolist()
         self._n = n
         self.completion_idx = 0
         self.deviation_idx = 0
@@ -165,8 +170,10 @@ class RouteCriteria:
     def _passed(self, ego_xy: np.ndarray, start: int, window: int) -> int:
         """Furthest route index in [start, start + window] the ego has passed."""
         idx = start
+        x, y = float(ego_xy[0]), float(ego_xy[1])
+        px, py, fx, fy = self._px, self._py, self._fx, self._fy
         for i in range(start, min(start + window + 1, self._n)):
-            if float(np.dot(ego_xy - self.route.points[i], self._fwd[i])) > 0.0:
+            if (x - px[i]) * fx[i] + (y - py[i]) * fy[i] > 0.0:
                 idx = i
         return idx
 
@@ -174,7 +181,7 @@ class RouteCriteria:
         events = []
         if (
             self._last_collision_loc is not None
-            and np.linalg.norm(ego_xy - self._last_collision_loc) > COLLISION_RADIUS_M
+            and math.dist(ego_xy, self._last_collision_loc) > COLLISION_RADIUS_M
         ):
             self._last_collision_loc = None
         if time_s - self._last_collision_time > COLLISION_MAX_ID_TIME_S:
@@ -208,6 +215,8 @@ class RouteCriteria:
         return events
 
     def _red_lights(self, frame, time_s, ego_xy, ego_yaw, lights) -> list[InfractionEvent]:
+        if not lights:
+            return []
         fwd = np.array([math.cos(ego_yaw), math.sin(ego_yaw)])
         tail_close = ego_xy - fwd * 0.8 * self.ego_half_length_m
         tail_far = ego_xy - fwd * (self.ego_half_length_m + 1.0)
@@ -241,7 +250,7 @@ class RouteCriteria:
         idx = self._passed(ego_xy, self.outside_idx, 3)
         if idx == self.outside_idx:
             return
-        step = float(self.route.s[idx] - self.route.s[self.outside_idx])
+        step = self._s[idx] - self._s[self.outside_idx]
         self.outside_idx = idx
         self.driven_m += step
         wrong = False
@@ -256,10 +265,8 @@ class RouteCriteria:
 
     def _completion(self, ego_xy) -> None:
         self.completion_idx = self._passed(ego_xy, self.completion_idx, 2)
-        self.completion = round(
-            100.0 * float(self.route.s[self.completion_idx]) / self.route.length_m, 2
-        )
-        end_dist = float(np.linalg.norm(ego_xy - self.route.points[-1]))
+        self.completion = round(100.0 * self._s[self.completion_idx] / self._s[-1], 2)
+        end_dist = math.hypot(ego_xy[0] - self._px[-1], ego_xy[1] - self._py[-1])
         if self.completion > COMPLETION_PERCENTAGE and end_dist < COMPLETION_DISTANCE_M:
             self.completion = 100.0
             self.completed = True
@@ -267,13 +274,16 @@ class RouteCriteria:
 
     def _deviation(self, frame, time_s, ego_xy) -> list[InfractionEvent]:
         lo, hi = self.deviation_idx, min(self.deviation_idx + 6, self._n)
-        d = np.linalg.norm(self.route.points[lo:hi] - ego_xy, axis=1)
-        closest = lo + int(len(d) - 1 - np.argmin(d[::-1]))  # ties go to the later index
-        shortest = float(d.min())
+        x, y = float(ego_xy[0]), float(ego_xy[1])
+        closest, shortest = lo, math.inf
+        for i in range(lo, hi):
+            d = math.hypot(x - self._px[i], y - self._py[i])
+            if d <= shortest:  # ties go to the later index, like the Leaderboard
+                closest, shortest = i, d
         off_route = shortest >= OFFROAD_MAX_M
         if closest != self.deviation_idx:
             if shortest >= OFFROAD_MIN_M:
-                self._offroad_m += float(self.route.s[closest] - self.route.s[self.deviation_idx])
+                self._offroad_m += self._s[closest] - self._s[self.deviation_idx]
                 if 100.0 * self._offroad_m / self.route.length_m > MAX_OFFROAD_ROUTE_PERCENTAGE:
                     off_route = True
             self.deviation_idx = closest
@@ -314,7 +324,7 @@ class RouteCriteria:
     def _timeout(self, frame, time_s, ego_xy) -> list[InfractionEvent]:
         idx = self._passed(ego_xy, self.timeout_idx, 3)
         if idx > self.timeout_idx and self.fixed_timeout_s is None:
-            gained = float(self.route.s[idx] - self.route.s[self.timeout_idx])
+            gained = self._s[idx] - self._s[self.timeout_idx]
             self.timeout_s += gained / max(self.speed_limit_mps * TIMEOUT_SPEED_FRACTION, 1e-3)
         self.timeout_idx = idx
         if self.elapsed_s > self.timeout_s and not self.ended:
@@ -340,7 +350,7 @@ class RouteCriteria:
     @property
     def progress_m(self) -> float:
         """[m] route progress (the completion criterion's index)."""
-        return float(self.route.s[self.completion_idx])
+        return self._s[self.completion_idx]
 
     @property
     def status(self) -> RouteStatus:

@@ -72,6 +72,9 @@ class Obstacles:
     owner: np.ndarray
     speed: np.ndarray
     half_length: np.ndarray  # (M,) [m] extent along the NPC's path, for the gap  # (M,) [m/s], used as the IDM leader speed
+    # (M,) [rad] heading of oriented obstacles (vehicles), NaN for round ones. A vehicle
+    # standing across an NPC's path blocks it with its half length, not its half width.
+    yaw: np.ndarray | None = None
 
 
 class Traffic:
@@ -305,10 +308,13 @@ class Traffic:
         light_red: np.ndarray,
         ego_route_s: float,
         ego_junction: int,
+        light_yellow: np.ndarray | None = None,
     ) -> None:
         """Perceive and choose each NPC's acceleration (IDM), held until the next decision.
 
-        `light_red[light_id]` is True for red or yellow lights; `ego_junction` is the
+        `light_red[light_id]` is True for red or yellow lights, `light_yellow[light_id]` for
+        yellow ones (only a yellow light may be run when too close to stop; None: any light
+        may); `ego_junction` is the
         unsignalized junction node the ego is inside (-1 if none). The world calls this at
         `DECISION_HZ`, i.e. NPCs react with a 0.1 s delay, and `integrate` every tick."""
         if self.n == 0:
@@ -318,7 +324,7 @@ class Traffic:
             if self.path_open[k]:
                 self._extend(int(k))
         ar = np.arange(self.n)
-        pos, _ = self.positions()
+        pos, own_yaw = self.positions()
         base = self.s.astype(np.int64)
         win_idx = base[:, None] + np.arange(1, WINDOW + 1) * WINDOW_STRIDE
         valid = win_idx < self.path_len[:, None]
@@ -339,7 +345,15 @@ class Traffic:
             if len(near_i):
                 diff = window[near_i] - obstacles.xy[near_j][:, None, :]
                 d2 = np.einsum("kwc,kwc->kw", diff, diff)
-                corridor = NPC_WIDTH_M / 2 + obstacles.radius[near_j] + 0.3
+                radius = obstacles.radius[near_j]
+                if obstacles.yaw is not None:
+                    rel = obstacles.yaw[near_j] - own_yaw[near_i]
+                    across = (
+                        np.abs(np.cos(rel)) * radius
+                        + np.abs(np.sin(rel)) * obstacles.half_length[near_j]
+                    )
+                    radius = np.where(np.isfinite(rel), np.maximum(radius, across), radius)
+                corridor = NPC_WIDTH_M / 2 + radius + 0.3
                 hit = (d2 < (corridor * corridor)[:, None]) & valid[near_i]
                 has = hit.any(axis=1)
                 if has.any():
@@ -373,6 +387,8 @@ class Traffic:
                 stop_gap = dist_ahead[ar, first] - 4.0 - NPC_LENGTH_M / 2
                 # Do not stop for a light already too close to stop for (running yellow).
                 can_stop = stop_gap > self.v**2 / (2 * MAX_DECEL_MPS2) - 1.0
+                if light_yellow is not None:  # a red light is never run
+                    can_stop |= ~light_yellow[lane_light[ar, first]]
                 gap = np.where(has & can_stop, np.minimum(gap, np.maximum(stop_gap, 0.0)), gap)
         # Unsignalized junctions: one vehicle at a time (a reservation per junction).
         cur_lane = self.path_lane[ar, np.minimum(base, self.path_len - 1)]

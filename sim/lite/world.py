@@ -243,6 +243,7 @@ class LiteSimulator:
         self._ped_radius = np.full(cap, 0.4)
         self._minus_ones = np.full(cap, -1)
         self._ego_half_extent = np.array([MKZ_LENGTH_M / 2, MKZ_WIDTH_M / 2])
+        self._prop_half_extent = self.prop_size[:, :2] / 2
         self._npc_half_extent = np.tile([NPC_LENGTH_M / 2, NPC_WIDTH_M / 2], (cap, 1))
         self._ped_half_extent = np.tile(
             [PEDESTRIAN_SIZE_M[0] / 2, PEDESTRIAN_SIZE_M[1] / 2], (cap, 1)
@@ -415,6 +416,7 @@ class LiteSimulator:
                 self._light_states != int(TrafficLightState.Green),
                 progress,
                 self._ego_junction(ego_xy),
+                light_yellow=self._light_states == int(TrafficLightState.Yellow),
             )
             self._scripted_triggers(progress)
         self.traffic.integrate(dt)
@@ -442,7 +444,7 @@ class LiteSimulator:
             abs(self.ego.speed),
             lane,
             collisions,
-            self._light_infos(near_xy=ego_xy),
+            self._light_infos(near_xy=ego_xy, red_only=True),
         )
         return self._sensor_data()
 
@@ -476,6 +478,9 @@ class LiteSimulator:
                     self._ped_radius[:n_ped],
                     self._prop_radius,
                 ]
+            ),
+            yaw=np.concatenate(
+                [[self.ego.yaw], self.traffic.positions()[1], np.full(n_ped + n_prop, np.nan)]
             ),
         )
 
@@ -524,54 +529,70 @@ class LiteSimulator:
         self.traffic.v[k] = v
 
     def _collisions(self, ego_xy: np.ndarray, off_road: bool = False) -> list[Collision]:
+        """Ego box against every vehicle, pedestrian, prop and pole box (and buildings when
+        off the road). Broad phase: centres within 6 m; narrow phase: separating axes."""
         out = self._building_collisions(ego_xy) if off_road else []
         npc_xy, npc_yaw = self.traffic.positions()
         ped_xy, ped_yaw = self.pedestrians.positions()
-        centres = np.concatenate([npc_xy, ped_xy, self.prop_xy])
-        d = centres - ego_xy
-        near = np.einsum("mc,mc->m", d, d) < 36.0  # 6 m: no box pair farther apart can touch
-        if not near.any():
-            return out
-        idx = np.nonzero(near)[0]
-        yaws = np.concatenate([npc_yaw, ped_yaw, self.prop_yaw])[idx]
-        halves = np.concatenate(
-            [
-                self._npc_half_extent[: len(npc_xy)],
-                self._ped_half_extent[: len(ped_xy)],
-                self.prop_size[:, :2] / 2,
-            ]
-        )[idx]
-        hit = obb_overlap(ego_xy, self.ego.yaw, self._ego_half_extent, centres[idx], yaws, halves)
-        n_npc, n_ped = len(npc_xy), len(ped_xy)
-        for i in idx[hit]:
-            if i < n_npc:
-                out.append(
-                    Collision(int(self.traffic.ids[i]), "vehicle.npc.sedan", tuple(centres[i]))
-                )
-            elif i < n_npc + n_ped:
-                out.append(
-                    Collision(
-                        int(self.pedestrians.ids[i - n_npc]),
-                        "walker.pedestrian.0001",
-                        tuple(centres[i]),
-                    )
-                )
-            else:
-                j = i - n_npc - n_ped
-                out.append(
-                    Collision(int(self.prop_ids[j]), self.prop_type_ids[j], tuple(centres[i]))
-                )
+        groups = (
+            (npc_xy, npc_yaw, self._npc_half_extent, self.traffic.ids, None),
+            (ped_xy, ped_yaw, self._ped_half_extent, self.pedestrians.ids, None),
+            (
+                self.prop_xy,
+                self.prop_yaw,
+                self._prop_half_extent,
+                self.prop_ids,
+                self.prop_type_ids,
+            ),
+        )
+        for kind, (xy, yaw, halves, ids, type_ids) in enumerate(groups):
+            if len(xy) == 0:
+                continue
+            d = xy - ego_xy
+            near = np.nonzero(np.einsum("mc,mc->m", d, d) < 36.0)[0]
+            if len(near) == 0:
+                continue
+            hit = obb_overlap(
+                ego_xy, self.ego.yaw, self._ego_half_extent, xy[near], yaw[near], halves[near]
+            )
+            for i in near[hit].tolist():
+                if type_ids is not None:
+                    type_id = type_ids[i]
+                elif kind == 0:
+                    type_id = "vehicle.npc.sedan"
+                else:
+                    type_id = "walker.pedestrian.0001"
+                out.append(Collision(int(ids[i]), type_id, (float(xy[i, 0]), float(xy[i, 1]))))
         return out
 
+    def _building_collisions(self, ego_xy: np.ndarray) -> list[Collision]:
+        """Buildings are map geometry (CARLA reports them with id 0, type static.building)."""
+        bld = self.town.buildings
+        if len(bld) == 0:
+            return []
+        hit = obb_overlap(
+            ego_xy,
+            self.ego.yaw,
+            self._ego_half_extent,
+            bld[:, :2],
+            np.zeros(len(bld)),
+            bld[:, 2:4] / 2,
+        )
+        return [Collision(0, "static.building", (float(b[0]), float(b[1]))) for b in bld[hit]]
+
     def _light_infos(
-        self, near_xy: np.ndarray | None = None, radius_m: float = 20.0
+        self, near_xy: np.ndarray | None = None, radius_m: float = 20.0, red_only: bool = False
     ) -> list[TrafficLightInfo]:
-        """Traffic lights as ground truth; with `near_xy`, only those within `radius_m`."""
+        """Traffic lights as ground truth; with `near_xy`, only those within `radius_m`
+        (Chebyshev distance to the stop line's centre); `red_only` keeps red ones."""
         out = []
         chosen: list[int] = list(range(len(self.town.lights)))
         if near_xy is not None and len(self.town.lights):
             d = np.abs(self._stop_line_centres - near_xy).max(axis=1)
-            chosen = np.nonzero(d < radius_m)[0].tolist()
+            mask = d < radius_m
+            if red_only:
+                mask &= self._light_states == int(TrafficLightState.Red)
+            chosen = np.nonzero(mask)[0].tolist()
         for i in chosen:
             light, state = self.town.lights[i], self._light_states[i]
             out.append(

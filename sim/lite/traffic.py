@@ -212,6 +212,7 @@ class Traffic:
         self.path_lane[k, :n] = lanes[idx]
         self.path_len[k] = n
         self.path_open[k] = True
+        self.s[k] = 0.0  # a new path starts where the NPC stands
         self._pos_cache = None
         self._update_caps(k)
         self._extend(k)

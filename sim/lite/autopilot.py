@@ -96,7 +96,7 @@ class RouteFollower:
                 centre_gap = np.linalg.norm(others[j] - ego_xy, axis=1)
                 gap = centre_gap - sim.ego_half_length_m - boxes.size[1:, 0][j] / 2
                 best = float(gap.min())
-        for light in sim._light_infos(near_xy=ego_xy, radius_m=40.0):
+        for light in sim.ground_truth_lights(near_xy=ego_xy, radius_m=40.0):
             if light.state.name == "Green":
                 continue
             line = np.asarray(light.stop_line).mean(axis=0)

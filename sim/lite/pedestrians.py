@@ -132,8 +132,9 @@ class Pedestrians:
         if self.n == 0:
             return np.zeros((0, 2)), np.zeros(0)
         ar = np.arange(self.n)
-        i0 = np.clip(self.s.astype(np.int64), 0, self.leg_len - 2)
-        frac = np.clip(self.s - i0, 0.0, 1.0)[:, None]
+        # s >= 0 always and s <= leg_len - 1 (step() clamps it), so no lower clip is needed.
+        i0 = np.minimum(self.s.astype(np.int64), self.leg_len - 2)
+        frac = np.minimum(self.s - i0, 1.0)[:, None]
         a, b = self.legs[ar, i0], self.legs[ar, i0 + 1]
         d = b - a
         return a + frac * d, np.arctan2(d[:, 1], d[:, 0])
@@ -143,8 +144,16 @@ class Pedestrians:
         return np.where(self.walking, self.speed, 0.0)
 
     def step(
-        self, dt: float, ego_route_s: float, vehicle_xy: np.ndarray, vehicle_v: np.ndarray
+        self,
+        dt: float,
+        ego_route_s: float,
+        npc_xy: np.ndarray,
+        npc_v: np.ndarray,
+        ego_xy: np.ndarray,
+        ego_speed: float,
     ) -> None:
+        """Advance walkers by dt. Vehicles (NPCs and the ego) are only consulted by a
+        walker deciding whether to cross."""
         if self.n == 0:
             return
         fire = (
@@ -159,6 +168,8 @@ class Pedestrians:
         if not done.any():
             return
         self._pos_cache = None
+        vehicle_xy = np.concatenate([npc_xy, ego_xy[None]])
+        vehicle_v = np.concatenate([npc_v, [ego_speed]])
         for k in np.nonzero(done)[0]:
             self.s[k] = self.leg_len[k] - 1.0
             if self.scripted[k]:

@@ -29,7 +29,7 @@ PATH_SPACING_M = 1.0  # [m] path resampling; arc length == index * spacing
 PATH_CAPACITY = 600  # points stored per NPC path
 WINDOW = 24  # look-ahead samples
 WINDOW_STRIDE = 2  # [points] between samples: 48 m of look-ahead
-DECISION_HZ = 10.0  # NPC perception/decision rate; motion integrates at the tick rate
+DECISION_HZ = 5.0  # NPC perception/decision rate (0.2 s reaction); motion integrates every tick
 IDM_MAX_ACCEL_MPS2 = 2.0  # [m/s^2] a
 IDM_COMFORT_DECEL_MPS2 = 3.0  # [m/s^2] b
 IDM_TIME_HEADWAY_S = 1.4  # [s] T
@@ -217,20 +217,25 @@ class Traffic:
         self._update_caps(k)
         self._extend(k)
 
-    def _update_caps(self, k: int) -> None:
+    def _update_caps(self, k: int, start: int = 0) -> None:
+        """Curvature speed caps for path points from `start` on (earlier ones are kept)."""
         n = self.path_len[k]
-        if n < 3:
-            self.path_cap[k, :n] = 30.0
+        lo = max(start - 6, 0)  # overlap so the smoothing and gradients see neighbours
+        if n - lo < 3:
+            self.path_cap[k, lo:n] = 30.0
             return
-        kappa = pl.curvature(self.paths[k, :n])
-        if n >= 5:
+        kappa = pl.curvature(self.paths[k, lo:n])
+        if n - lo >= 5:
             kappa = np.convolve(kappa, np.ones(5) / 5.0, mode="same")
-        self.path_cap[k, :n] = np.sqrt(MAX_LATERAL_ACCEL_MPS2 / np.maximum(kappa, 1e-4))
+        caps = np.sqrt(MAX_LATERAL_ACCEL_MPS2 / np.maximum(kappa, 1e-4))
+        keep = min(start, n) - lo  # points before `start` keep their caps
+        self.path_cap[k, lo + keep : n] = caps[keep:]
 
     def _extend(self, k: int) -> None:
         """Append random successor lanes until the path holds enough points ahead."""
         town = self.town
         changed = False
+        first_new = int(self.path_len[k])
         while self.path_open[k] and self.path_len[k] - self.s[k] < WINDOW * WINDOW_STRIDE * 2 + 10:
             last_lane = town.lanes[int(self.path_lane[k, self.path_len[k] - 1])]
             if not last_lane.successors:
@@ -249,7 +254,7 @@ class Traffic:
             n_new = int(s[-1] / PATH_SPACING_M)
             room = PATH_CAPACITY - self.path_len[k]
             if n_new > room:
-                self._shift(k)
+                first_new -= self._shift(k)
                 room = PATH_CAPACITY - self.path_len[k]
                 if n_new > room:
                     break
@@ -263,13 +268,13 @@ class Traffic:
             self.path_len[k] = a + n_new
             changed = True
         if changed:
-            self._update_caps(k)
+            self._update_caps(k, first_new)
 
-    def _shift(self, k: int) -> None:
+    def _shift(self, k: int) -> int:
         """Drop the path points the NPC has passed (keeps 5 behind)."""
         drop = max(int(self.s[k]) - 5, 0)
         if drop <= 0:
-            return
+            return 0
         n = self.path_len[k]
         self.paths[k, : n - drop] = self.paths[k, drop:n].copy()
         self.path_lane[k, : n - drop] = self.path_lane[k, drop:n].copy()
@@ -278,7 +283,9 @@ class Traffic:
         self.s[k] -= drop
         self._pos_cache = None
 
-    # ------------------------------------------------------------------ state
+        # ------------------------------------------------------------------ state
+        return drop
+
     def positions(self) -> tuple[np.ndarray, np.ndarray]:
         """(N, 2) positions [m] and (N,) yaw [rad] from the paths (cached until s moves)."""
         if self._pos_cache is not None and self._pos_cache[0] is self.s:
@@ -317,7 +324,8 @@ class Traffic:
         yellow ones (only a yellow light may be run when too close to stop; None: any light
         may); `ego_junction` is the
         unsignalized junction node the ego is inside (-1 if none). The world calls this at
-        `DECISION_HZ`, i.e. NPCs react with a 0.1 s delay, and `integrate` every tick."""
+        `DECISION_HZ`, i.e. NPCs react within 0.2 s (human drivers take ~1 s), and
+        `integrate` every tick."""
         if self.n == 0:
             return
         # Path book-keeping: keep enough path ahead of every NPC (rare, per NPC).
@@ -341,7 +349,12 @@ class Traffic:
             dx = obstacles.xy[None, :, 0] - pos[:, 0, None]
             dy = obstacles.xy[None, :, 1] - pos[:, 1, None]
             reach = WINDOW * WINDOW_STRIDE * PATH_SPACING_M + 5.0
-            cand = (dx * dx + dy * dy < reach * reach) & (obstacles.owner[None] != ar[:, None])
+            heading_x, heading_y = np.cos(own_yaw)[:, None], np.sin(own_yaw)[:, None]
+            cand = (
+                (dx * dx + dy * dy < reach * reach)
+                & (dx * heading_x + dy * heading_y > -3.0)  # not behind (paths turn < 90 deg soon)
+                & (obstacles.owner[None] != ar[:, None])
+            )
             near_i, near_j = np.nonzero(cand)
             if len(near_i):
                 diff = window[near_i] - obstacles.xy[near_j][:, None, :]
@@ -435,8 +448,7 @@ class Traffic:
             + self.v * dv / (2 * math.sqrt(IDM_MAX_ACCEL_MPS2 * IDM_COMFORT_DECEL_MPS2)),
             0.0,
         )
-        with np.errstate(divide="ignore"):
-            interaction = np.where(np.isfinite(gap), (s_star / np.maximum(gap, 0.1)) ** 2, 0.0)
+        interaction = (s_star / np.maximum(gap, 0.1)) ** 2  # no leader: gap = inf -> 0
         acc = IDM_MAX_ACCEL_MPS2 * (1.0 - (self.v / v0) ** 4 - interaction)
         acc = np.maximum(acc, -MAX_DECEL_MPS2)
         stopped = self.behaviour == BEHAVIOUR_STOPPED

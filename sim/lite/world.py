@@ -159,6 +159,8 @@ class LiteSimulator:
         self._control = VehicleControl()
         self.weather = spec.weather_at(0.0)
         self._active_events: list[str] = []
+        self._heading_hint = (-1, 0)  # (lane id, point index) of the last lane query
+        self._lights_near_ego: list[int] = []
         self._decision_period = max(int(round(1.0 / (DECISION_HZ * FIXED_DELTA_SECONDS))), 1)
         self._lights_setup()
         self._props_setup(spec)
@@ -409,25 +411,9 @@ class LiteSimulator:
         npc_xy, _ = self.traffic.positions()
         ped_xy, _ = self.pedestrians.positions()
         if self._frame % self._decision_period == 1 or self._decision_period == 1:
-            # Lights change state on whole phases, so the decision rate resolves them.
-            self._light_states = self._compute_light_states(self._time_s)
-            self.traffic.decide(
-                self._obstacles(ego_xy, npc_xy, ped_xy),
-                self._light_states != int(TrafficLightState.Green),
-                progress,
-                self._ego_junction(ego_xy),
-                light_yellow=self._light_states == int(TrafficLightState.Yellow),
-            )
-            self._scripted_triggers(progress)
+            self._decide(ego_xy, npc_xy, ped_xy, progress)
         self.traffic.integrate(dt)
-        for k in np.nonzero(self.traffic.dead_ended())[0]:
-            self._respawn(int(k))
-        self.pedestrians.step(
-            dt,
-            progress,
-            np.concatenate([npc_xy, ego_xy[None]]),
-            np.concatenate([self.traffic.v, [abs(self.ego.speed)]]),
-        )
+        self.pedestrians.step(dt, progress, npc_xy, self.traffic.v, ego_xy, abs(self.ego.speed))
 
         label = self.town.label_at(ego_xy)
         collisions = self._collisions(ego_xy, off_road=label == -1)
@@ -436,6 +422,11 @@ class LiteSimulator:
             in_junction=label == -2,
             lane_heading=self._lane_heading(label, ego_xy) if label >= 0 else None,
         )
+        red_lights = [
+            self._light_info(i)
+            for i in self._lights_near_ego
+            if self._light_states[i] == int(TrafficLightState.Red)
+        ]
         self._events = self.criteria.update(
             self._frame,
             self._time_s,
@@ -444,9 +435,32 @@ class LiteSimulator:
             abs(self.ego.speed),
             lane,
             collisions,
-            self._light_infos(near_xy=ego_xy, red_only=True),
+            red_lights,
         )
         return self._sensor_data()
+
+    def _decide(
+        self, ego_xy: np.ndarray, npc_xy: np.ndarray, ped_xy: np.ndarray, progress: float
+    ) -> None:
+        """The world's slow loop (DECISION_HZ): light phases, NPC decisions, scripted
+        triggers, respawns, and which lights are near enough for the red-light check."""
+        # Lights change state on whole phases, so the decision rate resolves them.
+        self._light_states = self._compute_light_states(self._time_s)
+        self.traffic.decide(
+            self._obstacles(ego_xy, npc_xy, ped_xy),
+            self._light_states != int(TrafficLightState.Green),
+            progress,
+            self._ego_junction(ego_xy),
+            light_yellow=self._light_states == int(TrafficLightState.Yellow),
+        )
+        self._scripted_triggers(progress)
+        for k in np.nonzero(self.traffic.dead_ended())[0]:
+            self._respawn(int(k))
+        if len(self.town.lights):
+            # The red-light rule looks 15 m around the ego; the ego covers < 10 m between
+            # decisions, so lights within 30 m now are all it can need until the next one.
+            d = np.abs(self._stop_line_centres - ego_xy).max(axis=1)
+            self._lights_near_ego = np.nonzero(d < 30.0)[0].tolist()
 
     def _obstacles(self, ego_xy: np.ndarray, npc_xy: np.ndarray, ped_xy: np.ndarray) -> Obstacles:
         """Everything an NPC must not drive into: ego, other NPCs, pedestrians, props."""
@@ -485,8 +499,24 @@ class LiteSimulator:
         )
 
     def _lane_heading(self, lane_id: int, xy: np.ndarray) -> float:
+        """Heading [rad] of `lane_id` beside `xy`. The ego moves < 2 m a tick, so the search
+        starts from the last index found on the same lane and walks downhill."""
         lane = self.town.lanes[lane_id]
-        i = int(np.argmin(((lane.points - xy) ** 2).sum(1)))
+        pts = lane.points
+        if lane_id != self._heading_hint[0]:
+            i = int(np.argmin(((pts - xy) ** 2).sum(1)))
+        else:
+            i = self._heading_hint[1]
+            x, y = float(xy[0]), float(xy[1])
+
+            def d2(k: int) -> float:
+                return (pts[k, 0] - x) ** 2 + (pts[k, 1] - y) ** 2
+
+            while i + 1 < len(pts) and d2(i + 1) < d2(i):
+                i += 1
+            while i > 0 and d2(i - 1) < d2(i):
+                i -= 1
+        self._heading_hint = (lane_id, i)
         return float(lane.heading[i])
 
     def _ego_junction(self, ego_xy: np.ndarray) -> int:
@@ -534,35 +564,27 @@ class LiteSimulator:
         out = self._building_collisions(ego_xy) if off_road else []
         npc_xy, npc_yaw = self.traffic.positions()
         ped_xy, ped_yaw = self.pedestrians.positions()
-        groups = (
-            (npc_xy, npc_yaw, self._npc_half_extent, self.traffic.ids, None),
-            (ped_xy, ped_yaw, self._ped_half_extent, self.pedestrians.ids, None),
-            (
-                self.prop_xy,
-                self.prop_yaw,
-                self._prop_half_extent,
-                self.prop_ids,
-                self.prop_type_ids,
-            ),
-        )
-        for kind, (xy, yaw, halves, ids, type_ids) in enumerate(groups):
-            if len(xy) == 0:
-                continue
-            d = xy - ego_xy
-            near = np.nonzero(np.einsum("mc,mc->m", d, d) < 36.0)[0]
-            if len(near) == 0:
-                continue
-            hit = obb_overlap(
-                ego_xy, self.ego.yaw, self._ego_half_extent, xy[near], yaw[near], halves[near]
-            )
-            for i in near[hit].tolist():
-                if type_ids is not None:
-                    type_id = type_ids[i]
-                elif kind == 0:
-                    type_id = "vehicle.npc.sedan"
-                else:
-                    type_id = "walker.pedestrian.0001"
-                out.append(Collision(int(ids[i]), type_id, (float(xy[i, 0]), float(xy[i, 1]))))
+        centres = np.concatenate([npc_xy, ped_xy, self.prop_xy])
+        d = centres - ego_xy
+        near = np.nonzero(np.einsum("mc,mc->m", d, d) < 36.0)[0]
+        if len(near) == 0:
+            return out
+        n_npc, n_ped = len(npc_xy), len(ped_xy)
+        yaws = np.concatenate([npc_yaw, ped_yaw, self.prop_yaw])[near]
+        halves = np.concatenate(
+            [self._npc_half_extent[:n_npc], self._ped_half_extent[:n_ped], self._prop_half_extent]
+        )[near]
+        hit = obb_overlap(ego_xy, self.ego.yaw, self._ego_half_extent, centres[near], yaws, halves)
+        for i in near[hit].tolist():
+            xy = (float(centres[i, 0]), float(centres[i, 1]))
+            if i < n_npc:
+                out.append(Collision(int(self.traffic.ids[i]), "vehicle.npc.sedan", xy))
+            elif i < n_npc + n_ped:
+                pid = int(self.pedestrians.ids[i - n_npc])
+                out.append(Collision(pid, "walker.pedestrian.0001", xy))
+            else:
+                j = i - n_npc - n_ped
+                out.append(Collision(int(self.prop_ids[j]), self.prop_type_ids[j], xy))
         return out
 
     def _building_collisions(self, ego_xy: np.ndarray) -> list[Collision]:
@@ -580,33 +602,32 @@ class LiteSimulator:
         )
         return [Collision(0, "static.building", (float(b[0]), float(b[1]))) for b in bld[hit]]
 
-    def _light_infos(
-        self, near_xy: np.ndarray | None = None, radius_m: float = 20.0, red_only: bool = False
+    def _light_info(self, i: int) -> TrafficLightInfo:
+        light = self.town.lights[i]
+        return TrafficLightInfo(
+            id=light.id,
+            state=TrafficLightState(int(self._light_states[i])),
+            x=float(light.position[0]),
+            y=float(light.position[1]),
+            stop_line=(
+                (float(light.stop_line[0, 0]), float(light.stop_line[0, 1])),
+                (float(light.stop_line[1, 0]), float(light.stop_line[1, 1])),
+            ),
+            heading=light.heading,
+            lane_ids=tuple(light.lane_ids),
+        )
+
+    def _light_infos(self) -> list[TrafficLightInfo]:
+        return [self._light_info(i) for i in range(len(self.town.lights))]
+
+    def ground_truth_lights(
+        self, near_xy: np.ndarray, radius_m: float = 40.0
     ) -> list[TrafficLightInfo]:
-        """Traffic lights as ground truth; with `near_xy`, only those within `radius_m`
-        (Chebyshev distance to the stop line's centre); `red_only` keeps red ones."""
-        out = []
-        chosen: list[int] = list(range(len(self.town.lights)))
-        if near_xy is not None and len(self.town.lights):
-            d = np.abs(self._stop_line_centres - near_xy).max(axis=1)
-            mask = d < radius_m
-            if red_only:
-                mask &= self._light_states == int(TrafficLightState.Red)
-            chosen = np.nonzero(mask)[0].tolist()
-        for i in chosen:
-            light, state = self.town.lights[i], self._light_states[i]
-            out.append(
-                TrafficLightInfo(
-                    id=light.id,
-                    state=TrafficLightState(int(state)),
-                    x=float(light.position[0]),
-                    y=float(light.position[1]),
-                    stop_line=(tuple(light.stop_line[0]), tuple(light.stop_line[1])),  # type: ignore[arg-type]
-                    heading=light.heading,
-                    lane_ids=tuple(light.lane_ids),
-                )
-            )
-        return out
+        """Traffic lights whose stop line lies within `radius_m` (Chebyshev) of `near_xy`."""
+        if not len(self.town.lights):
+            return []
+        d = np.abs(self._stop_line_centres - near_xy).max(axis=1)
+        return [self._light_info(i) for i in np.nonzero(d < radius_m)[0].tolist()]
 
     def _sensor_data(self) -> SensorData:
         data: SensorData = {}

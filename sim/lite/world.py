@@ -333,7 +333,10 @@ class LiteSimulator:
             else:
                 continue
             v_des = lane.speed_limit_mps * float(self.rng.uniform(0.7, 1.0))
-            self.traffic.add([lane.id], s, v_des * 0.5, v_des, self._new_id())
+            # Start at half the desired speed, unless so close to a stop line that the
+            # NPC could not stop for a red light it has not yet perceived.
+            near_stop = lane.light_id >= 0 and lane.stop_s - s < 25.0
+            self.traffic.add([lane.id], s, 0.0 if near_stop else v_des * 0.5, v_des, self._new_id())
             taken.append(p)
 
     def _respawn(self, k: int) -> None:

@@ -51,9 +51,9 @@ def render(
     """Write a camera frame and a BEV frame as PNGs (and an mp4 with --seconds N)."""
     import cv2
     import numpy as np
-    from sim.lite.bev import render_bev
 
     from sim.lite.autopilot import RouteFollower
+    from sim.lite.bev import render_bev
     from sim.lite.recording import record_drive
     from sim.lite.world import LiteSimulator
     from sim.sensors import SensorSpecError, default_front_camera

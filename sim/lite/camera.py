@@ -346,6 +346,7 @@ class _Look:
             0.45 * self.wet * self.night if self.wet > 0.05 and self.night > 0.3 else 0.0
         )
         self.refl_base = 0.3 * fog_col
+        self.refl4: np.ndarray | None = None
         if self.wet > 0.0:
             cos_i = np.clip(-cam.ray_z, 0.0, 1.0)
             fresnel = 0.02 + 0.98 * (1.0 - cos_i) ** 5
@@ -353,8 +354,6 @@ class _Look:
             refl = mirror * (0.9 * self.wet * fresnel * cam.sheen)[..., None]
             refl *= (trans * ground)[..., None]
             self.refl4 = np.dstack([_u8(refl), np.zeros((h, wd), np.uint8)])[r0:].copy()
-        else:
-            self.refl4 = None
 
         # Boxes: sun direction for face shading, shading contrast.
         az = math.radians(w.sun_azimuth_angle)
@@ -467,11 +466,10 @@ class CameraRenderer:
         ang = np.arccos(np.clip(d @ axis, -1.0, 1.0))
         self.beam = np.exp(-((ang / 0.32) ** 2))
         rng = np.random.default_rng(_SEED + 1)
-        sheen = cv2.GaussianBlur(
+        blurred = cv2.GaussianBlur(
             rng.normal(0.0, 1.0, (h, w)).astype(np.float32), (0, 0), 1.2, sigmaY=5.0
         )
-        sheen /= max(float(sheen.std()), 1e-6)
-        self.sheen = np.clip(1.0 + 0.2 * sheen, 0.5, 1.5)
+        self.sheen = np.clip(1.0 + 0.2 * blurred / max(float(blurred.std()), 1e-6), 0.5, 1.5)
 
         # Raster with the road mask as alpha: one warp gives ground colour and road mask.
         self._raster4 = np.dstack([raster.bgr, raster.road_mask])
@@ -519,7 +517,7 @@ class CameraRenderer:
         """One (H, W, 4) uint8 BGRA frame (alpha 255)."""
         lk = self.look(weather)
         r0 = self.ground_row
-        img = np.empty((self.height, self.width, 4), np.uint8)
+        img: np.ndarray = np.empty((self.height, self.width, 4), np.uint8)
         img[:r0] = lk.add4[:r0]  # sky
         if r0 < self.height:
             # Ground rows: one warp of the raster (BGR + road alpha), then the light maps.

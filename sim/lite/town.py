@@ -683,7 +683,7 @@ class Town:
             return np.zeros((0, 5))
         x0, y0, x1, y1 = self.bounds
         res = self.raster.res
-        out = []
+        out: list[np.ndarray] = []
         attempts = int(
             12 * self.spec.blocks_x * self.spec.blocks_y * (self.spec.block_m / 100.0) ** 2
         )

@@ -12,8 +12,9 @@ SMALL_TOWN = TownSpec(blocks_x=2, blocks_y=2)
 
 
 def small_world(**over) -> WorldSpec:
-    params: dict = dict(town=SMALL_TOWN, route=RouteSpec(length_m=150.0), num_vehicles=0,
-                        num_pedestrians=0)
+    params: dict = dict(
+        town=SMALL_TOWN, route=RouteSpec(length_m=150.0), num_vehicles=0, num_pedestrians=0
+    )
     params.update(over)
     return WorldSpec(**params)
 

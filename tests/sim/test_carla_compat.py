@@ -42,4 +42,7 @@ def test_transform_round_trip_through_carla():
 
 def test_light_state_values_match_carla():
     for state in ("Red", "Yellow", "Green", "Off", "Unknown"):
-        assert from_carla_light_state(getattr(carla.TrafficLightState, state)) == TrafficLightState[state]
+        assert (
+            from_carla_light_state(getattr(carla.TrafficLightState, state))
+            == TrafficLightState[state]
+        )

@@ -92,7 +92,12 @@ def test_is_safe_stop() -> None:
 
 def test_road_option_values_match_carla() -> None:
     expected = {
-        "VOID": -1, "LEFT": 1, "RIGHT": 2, "STRAIGHT": 3, "LANEFOLLOW": 4,
-        "CHANGELANELEFT": 5, "CHANGELANERIGHT": 6,
+        "VOID": -1,
+        "LEFT": 1,
+        "RIGHT": 2,
+        "STRAIGHT": 3,
+        "LANEFOLLOW": 4,
+        "CHANGELANELEFT": 5,
+        "CHANGELANERIGHT": 6,
     }
     assert {o.name: int(o.value) for o in RoadOption} == expected

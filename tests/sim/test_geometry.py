@@ -58,8 +58,14 @@ def test_x_is_east_y_is_south() -> None:
 
 @pytest.mark.parametrize(
     "yaw_deg,compass",
-    [(0.0, math.pi / 2), (-90.0, 0.0), (180.0, 3 * math.pi / 2), (90.0, math.pi),
-     (-180.0, 3 * math.pi / 2), (270.0, 0.0)],
+    [
+        (0.0, math.pi / 2),
+        (-90.0, 0.0),
+        (180.0, 3 * math.pi / 2),
+        (90.0, math.pi),
+        (-180.0, 3 * math.pi / 2),
+        (270.0, 0.0),
+    ],
 )
 def test_compass(yaw_deg: float, compass: float) -> None:
     got = yaw_to_compass(math.radians(yaw_deg))

@@ -11,7 +11,12 @@ from sim.control import RoadOption
 from sim.geometry import GeoReference, Transform
 from sim.route import Route, downsample_route
 
-LF, LEFT, RIGHT, STRAIGHT = RoadOption.LANEFOLLOW, RoadOption.LEFT, RoadOption.RIGHT, RoadOption.STRAIGHT
+LF, LEFT, RIGHT, STRAIGHT = (
+    RoadOption.LANEFOLLOW,
+    RoadOption.LEFT,
+    RoadOption.RIGHT,
+    RoadOption.STRAIGHT,
+)
 CLL, CLR = RoadOption.CHANGELANELEFT, RoadOption.CHANGELANERIGHT
 GEO = GeoReference(42.0, 2.0)
 
@@ -31,7 +36,9 @@ def _synthetic_route() -> tuple[np.ndarray, np.ndarray]:
 
 def _expected_transitions(opts: np.ndarray) -> list[int]:
     lane_change = (int(CLL), int(CLR))
-    return [i for i in range(1, len(opts)) if opts[i] != opts[i - 1] and opts[i - 1] not in lane_change]
+    return [
+        i for i in range(1, len(opts)) if opts[i] != opts[i - 1] and opts[i - 1] not in lane_change
+    ]
 
 
 def test_downsample_keeps_required_points() -> None:
@@ -66,8 +73,13 @@ def test_downsample_empty_of_extras_on_short_route() -> None:
 
 def _route_from(pts: np.ndarray, opts: np.ndarray) -> Route:
     d = np.gradient(pts, axis=0)
-    return Route(points=pts, yaw=np.arctan2(d[:, 1], d[:, 0]), options=opts, geo=GEO,
-                 lane_ids=np.zeros(len(pts), int))
+    return Route(
+        points=pts,
+        yaw=np.arctan2(d[:, 1], d[:, 0]),
+        options=opts,
+        geo=GEO,
+        lane_ids=np.zeros(len(pts), int),
+    )
 
 
 def test_global_plan_shapes() -> None:
@@ -103,8 +115,18 @@ def test_dense_and_lookups() -> None:
 
 def test_route_validates_shapes() -> None:
     with pytest.raises(ValueError, match="options"):
-        Route(points=np.zeros((5, 2)), yaw=np.zeros(5), options=np.zeros(4), geo=GEO,
-              lane_ids=np.zeros(5))
+        Route(
+            points=np.zeros((5, 2)),
+            yaw=np.zeros(5),
+            options=np.zeros(4),
+            geo=GEO,
+            lane_ids=np.zeros(5),
+        )
     with pytest.raises(ValueError, match="points"):
-        Route(points=np.zeros((1, 2)), yaw=np.zeros(1), options=np.zeros(1), geo=GEO,
-              lane_ids=np.zeros(1))
+        Route(
+            points=np.zeros((1, 2)),
+            yaw=np.zeros(1),
+            options=np.zeros(1),
+            geo=GEO,
+            lane_ids=np.zeros(1),
+        )

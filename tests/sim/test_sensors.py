@@ -43,8 +43,9 @@ def test_to_dict_round_trip() -> None:
 
 
 def test_unknown_type_names_sensor_and_rule() -> None:
-    suite = default_sensor_suite() + [{"type": "sensor.camera.depth", "id": "depth", "x": 0,
-                                        "y": 0, "z": 0}]
+    suite = default_sensor_suite() + [
+        {"type": "sensor.camera.depth", "id": "depth", "x": 0, "y": 0, "z": 0}
+    ]
     with pytest.raises(SensorSpecError) as exc:
         parse_sensor_specs(suite)
     msg = str(exc.value)
@@ -146,13 +147,25 @@ def test_not_a_list() -> None:
 
 
 def test_lite_simulator_rejects_lidar(lite_small_sim) -> None:
-    lidar = {"type": LIDAR, "id": "lidar_top", "x": 0.0, "y": 0.0, "z": 2.5, "roll": 0.0,
-             "pitch": 0.0, "yaw": 0.0}
+    lidar = {
+        "type": LIDAR,
+        "id": "lidar_top",
+        "x": 0.0,
+        "y": 0.0,
+        "z": 2.5,
+        "roll": 0.0,
+        "pitch": 0.0,
+        "yaw": 0.0,
+    }
     # Valid for the Leaderboard ...
     assert parse_sensor_specs([lidar])[0].type == LIDAR
     # ... but the embedded simulator refuses it, naming the sensor and what it supports.
     with pytest.raises(SensorSpecError) as exc:
-        lite_small_sim.setup_sensors([lidar, {"type": IMU, "id": "imu", "x": 0, "y": 0, "z": 0,
-                                              "roll": 0, "pitch": 0, "yaw": 0}])
+        lite_small_sim.setup_sensors(
+            [
+                lidar,
+                {"type": IMU, "id": "imu", "x": 0, "y": 0, "z": 0, "roll": 0, "pitch": 0, "yaw": 0},
+            ]
+        )
     msg = str(exc.value)
     assert "lidar_top" in msg and LIDAR in msg and "carla" in msg

@@ -9,10 +9,27 @@ import pytest
 from sim.weather import DRY_FRICTION, FIELD_RANGES, PRESET_NAMES, Weather, WeatherError
 
 CARLA_PRESETS = (
-    "ClearNoon", "CloudyNoon", "WetNoon", "WetCloudyNoon", "SoftRainNoon", "MidRainyNoon",
-    "HardRainNoon", "ClearSunset", "CloudySunset", "WetSunset", "WetCloudySunset",
-    "SoftRainSunset", "MidRainSunset", "HardRainSunset", "ClearNight", "CloudyNight",
-    "WetNight", "WetCloudyNight", "SoftRainNight", "MidRainyNight", "HardRainNight",
+    "ClearNoon",
+    "CloudyNoon",
+    "WetNoon",
+    "WetCloudyNoon",
+    "SoftRainNoon",
+    "MidRainyNoon",
+    "HardRainNoon",
+    "ClearSunset",
+    "CloudySunset",
+    "WetSunset",
+    "WetCloudySunset",
+    "SoftRainSunset",
+    "MidRainSunset",
+    "HardRainSunset",
+    "ClearNight",
+    "CloudyNight",
+    "WetNight",
+    "WetCloudyNight",
+    "SoftRainNight",
+    "MidRainyNight",
+    "HardRainNight",
     "DustStorm",
 )
 
@@ -32,8 +49,10 @@ def test_preset_names_are_exactly_carlas() -> None:
 def test_presets_equal_carla_weather_parameters_field_by_field() -> None:
     carla = pytest.importorskip("carla")
     carla_names = {
-        n for n in dir(carla.WeatherParameters)
-        if n[0].isupper() and isinstance(getattr(carla.WeatherParameters, n), carla.WeatherParameters)
+        n
+        for n in dir(carla.WeatherParameters)
+        if n[0].isupper()
+        and isinstance(getattr(carla.WeatherParameters, n), carla.WeatherParameters)
     }
     carla_names.discard("Default")
     assert carla_names == set(PRESET_NAMES)
@@ -58,8 +77,13 @@ def test_unknown_preset_lists_valid_names() -> None:
 
 @pytest.mark.parametrize(
     "field,value",
-    [("fog_density", 150.0), ("precipitation", -1.0), ("cloudiness", math.nan),
-     ("wetness", math.inf), ("sun_altitude_angle", 91.0)],
+    [
+        ("fog_density", 150.0),
+        ("precipitation", -1.0),
+        ("cloudiness", math.nan),
+        ("wetness", math.inf),
+        ("sun_altitude_angle", 91.0),
+    ],
 )
 def test_out_of_range_field_names_the_field(field: str, value: float) -> None:
     with pytest.raises(WeatherError, match=field):
@@ -140,7 +164,9 @@ def test_lerp_endpoints_and_midpoint() -> None:
     assert a.lerp(b, 7.0) == b
     mid = a.lerp(b, 0.5)
     assert mid.precipitation == pytest.approx((a.precipitation + b.precipitation) / 2)
-    assert mid.sun_altitude_angle == pytest.approx((a.sun_altitude_angle + b.sun_altitude_angle) / 2)
+    assert mid.sun_altitude_angle == pytest.approx(
+        (a.sun_altitude_angle + b.sun_altitude_angle) / 2
+    )
 
 
 def test_night_and_daylight() -> None:

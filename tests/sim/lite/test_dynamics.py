@@ -38,7 +38,11 @@ def _reference_full_throttle(t_end: float, h: float = 1e-3) -> tuple[float, floa
     """dv/dt = a_max (1 - v/v_top) - c_rr - k v^2, integrated finely (RK4): (v, distance)."""
 
     def acc(v: float) -> float:
-        return MAX_ENGINE_ACCEL_MPS2 * (1.0 - v / TOP_SPEED_MPS) - ROLLING_RESISTANCE_MPS2 - AIR_DRAG_PER_MPS2 * v * v
+        return (
+            MAX_ENGINE_ACCEL_MPS2 * (1.0 - v / TOP_SPEED_MPS)
+            - ROLLING_RESISTANCE_MPS2
+            - AIR_DRAG_PER_MPS2 * v * v
+        )
 
     v = x = 0.0
     for _ in range(int(round(t_end / h))):
@@ -73,7 +77,11 @@ def test_top_speed_is_bounded() -> None:
     states = _run(EgoState(0.0, 0.0, 0.0, speed=40.0), VehicleControl(throttle=1.0), DRY, 2000)
     # Terminal speed where engine force equals resistance, below TOP_SPEED_MPS.
     v = states[-1].speed
-    a = MAX_ENGINE_ACCEL_MPS2 * (1 - v / TOP_SPEED_MPS) - ROLLING_RESISTANCE_MPS2 - AIR_DRAG_PER_MPS2 * v * v
+    a = (
+        MAX_ENGINE_ACCEL_MPS2 * (1 - v / TOP_SPEED_MPS)
+        - ROLLING_RESISTANCE_MPS2
+        - AIR_DRAG_PER_MPS2 * v * v
+    )
     assert a == pytest.approx(0.0, abs=0.02)
     assert v < TOP_SPEED_MPS
 
@@ -102,8 +110,11 @@ def test_wet_braking_scales_with_friction(friction: float) -> None:
 
 def test_brakes_never_reverse_the_car() -> None:
     for v0 in (0.0, 0.3, 1.0, 15.0):
-        _, states = _braking_distance(v0, DRY) if v0 > 0 else (0.0, _run(
-            EgoState(0.0, 0.0, 0.0), VehicleControl(brake=1.0), DRY, 100))
+        _, states = (
+            _braking_distance(v0, DRY)
+            if v0 > 0
+            else (0.0, _run(EgoState(0.0, 0.0, 0.0), VehicleControl(brake=1.0), DRY, 100))
+        )
         speeds = np.array([s.speed for s in states])
         xs = np.array([s.x for s in states])
         assert speeds.min() >= 0.0
@@ -139,9 +150,15 @@ def test_constant_steer_circle_radius(steer: float) -> None:
     expected = MKZ_WHEELBASE_M / math.tan(abs(wheel))
     v = 4.0
     # Throttle to hold ~4 m/s against rolling resistance.
-    throttle = (ROLLING_RESISTANCE_MPS2 + AIR_DRAG_PER_MPS2 * v * v) / (MAX_ENGINE_ACCEL_MPS2 * (1 - v / TOP_SPEED_MPS))
-    states = _run(EgoState(0.0, 0.0, 0.0, speed=v), VehicleControl(throttle=throttle, steer=steer), DRY,
-                  int(2 * math.pi * expected / v / DT) + 40)
+    throttle = (ROLLING_RESISTANCE_MPS2 + AIR_DRAG_PER_MPS2 * v * v) / (
+        MAX_ENGINE_ACCEL_MPS2 * (1 - v / TOP_SPEED_MPS)
+    )
+    states = _run(
+        EgoState(0.0, 0.0, 0.0, speed=v),
+        VehicleControl(throttle=throttle, steer=steer),
+        DRY,
+        int(2 * math.pi * expected / v / DT) + 40,
+    )
     xy = np.array([[s.x, s.y] for s in states[20:]])  # after the steering actuator settled
     centre, radius = _fit_circle(xy)
     assert radius == pytest.approx(expected, rel=0.02)
@@ -152,12 +169,16 @@ def test_constant_steer_circle_radius(steer: float) -> None:
 
 
 def test_steering_positive_turns_right() -> None:
-    states = _run(EgoState(0.0, 0.0, 0.0, speed=5.0), VehicleControl(steer=0.3, throttle=0.1), DRY, 20)
+    states = _run(
+        EgoState(0.0, 0.0, 0.0, speed=5.0), VehicleControl(steer=0.3, throttle=0.1), DRY, 20
+    )
     assert states[-1].yaw > 0.1  # yaw increases (clockwise from above)
     assert states[-1].y > 0.1  # heading east, moving south = right
     assert states[-1].yaw_rate > 0.0 and states[-1].lateral_accel > 0.0
     assert states[-1].wheel_angle > 0.0
-    left = _run(EgoState(0.0, 0.0, 0.0, speed=5.0), VehicleControl(steer=-0.3, throttle=0.1), DRY, 20)
+    left = _run(
+        EgoState(0.0, 0.0, 0.0, speed=5.0), VehicleControl(steer=-0.3, throttle=0.1), DRY, 20
+    )
     assert left[-1].yaw < -0.1 and left[-1].y < -0.1
 
 
@@ -188,5 +209,8 @@ def test_braking_in_a_turn_shares_the_friction_circle() -> None:
     nxt = step_ego(s, VehicleControl(steer=0.5, brake=1.0), WET, DT)
     grip = WET * GRAVITY_MPS2
     a_lon = abs(nxt.accel)
-    assert math.hypot(a_lon - ROLLING_RESISTANCE_MPS2 - AIR_DRAG_PER_MPS2 * 400, nxt.lateral_accel) <= grip + 0.5
+    assert (
+        math.hypot(a_lon - ROLLING_RESISTANCE_MPS2 - AIR_DRAG_PER_MPS2 * 400, nxt.lateral_accel)
+        <= grip + 0.5
+    )
     assert abs(nxt.lateral_accel) < 0.3 * grip  # almost all grip goes to braking

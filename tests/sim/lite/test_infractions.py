@@ -27,16 +27,21 @@ LOC = r"\(x=-?[\d.]+, y=-?[\d.]+, z=-?[\d.]+\)"
 
 
 def _world(seed: int = STRAIGHT_SEED, **over) -> LiteSimulator:
-    params: dict = dict(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0,
-                        num_pedestrians=0)
+    params: dict = dict(
+        town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0, num_pedestrians=0
+    )
     params.update(over)
     sim = LiteSimulator()
     sim.reset(WorldSpec(**params), seed)
     return sim
 
 
-def _drive(sim: LiteSimulator, control: Callable[[], VehicleControl], ticks: int,
-           until: Callable[[], bool] | None = None) -> list[InfractionEvent]:
+def _drive(
+    sim: LiteSimulator,
+    control: Callable[[], VehicleControl],
+    ticks: int,
+    until: Callable[[], bool] | None = None,
+) -> list[InfractionEvent]:
     events: list[InfractionEvent] = []
     for _ in range(ticks):
         sim.tick(control())
@@ -51,7 +56,9 @@ def _full_throttle(sim: LiteSimulator) -> Callable[[], VehicleControl]:
     return lambda: VehicleControl(throttle=1.0, steer=follower().steer)
 
 
-def _offset_follower(sim: LiteSimulator, left_m: float, speed: float) -> Callable[[], VehicleControl]:
+def _offset_follower(
+    sim: LiteSimulator, left_m: float, speed: float
+) -> Callable[[], VehicleControl]:
     """Pure pursuit on the route shifted `left_m` to its left, P speed control."""
 
     def control() -> VehicleControl:
@@ -107,8 +114,14 @@ def test_repeated_contact_within_5s_and_5m_counted_once() -> None:
 
     def step(control: VehicleControl) -> bool:
         nonlocal contact_ticks
-        sim.tick(VehicleControl(throttle=control.throttle, brake=control.brake,
-                                reverse=control.reverse, steer=follower().steer))
+        sim.tick(
+            VehicleControl(
+                throttle=control.throttle,
+                brake=control.brake,
+                reverse=control.reverse,
+                steer=follower().steer,
+            )
+        )
         events.extend(sim.events)
         touching = bool(sim._collisions(ego_xy()))
         contact_ticks += touching
@@ -147,8 +160,18 @@ def test_collision_with_pedestrian() -> None:
     # Ego at full throttle reaches 40 m after ~4.5 s; the walker starts 4 m to the right
     # when the ego has driven 8 m and is in the middle of the lane ~2.5 s later. (Triggers
     # from 4 m to 14 m all give a hit: this is not a knife-edge timing.)
-    sim = _world(pedestrians=(PedestrianSpec(route_s_m=40.0, side="right", start_lateral_m=4.0,
-                                             walk_m=8.0, speed_mps=1.6, trigger_s_m=8.0),))
+    sim = _world(
+        pedestrians=(
+            PedestrianSpec(
+                route_s_m=40.0,
+                side="right",
+                start_lateral_m=4.0,
+                walk_m=8.0,
+                speed_mps=1.6,
+                trigger_s_m=8.0,
+            ),
+        )
+    )
     ped_id = int(sim.pedestrians.ids[0])
     events = _drive(sim, _full_throttle(sim), 140)
     assert _kinds(events) == ["collisions_pedestrian"]
@@ -175,8 +198,7 @@ def test_running_a_red_light() -> None:
         prev = state
     assert sim._light_states[light] == red
     assert sim.events == []
-    events = _drive(sim, _full_throttle(sim), 400,
-                    until=lambda: sim.criteria.progress_m > 110.0)
+    events = _drive(sim, _full_throttle(sim), 400, until=lambda: sim.criteria.progress_m > 110.0)
     assert _kinds(events) == ["red_light"]
     ev = events[0]
     assert ev.actor_id == light
@@ -207,13 +229,18 @@ def test_driving_in_the_opposite_lane() -> None:
     events = _drive(sim, _offset_follower(sim, (lane.index + 1) * lane.width, speed=8.0), 220)
     status = sim.route_status
     assert status.outside_lanes_m > 20.0
-    assert status.outside_lanes_pct == pytest.approx(100.0 * status.outside_lanes_m / sim.criteria.driven_m)
+    assert status.outside_lanes_pct == pytest.approx(
+        100.0 * status.outside_lanes_m / sim.criteria.driven_m
+    )
     assert 20.0 < status.outside_lanes_pct <= 100.0
     assert status.failure is None
     assert events == []  # outside-lanes is reported once per route, not per tick
     ev = sim.criteria.outside_lanes_event(sim.frame, sim.time_s)
     assert ev is not None and ev.kind == "outside_route_lanes"
-    assert re.fullmatch(r"Agent went outside its route lanes for about [\d.]+ meters \([\d.]+% of the completed route\)", ev.message)
+    assert re.fullmatch(
+        r"Agent went outside its route lanes for about [\d.]+ meters \([\d.]+% of the completed route\)",
+        ev.message,
+    )
 
 
 def test_staying_in_lane_is_not_outside() -> None:
@@ -225,8 +252,12 @@ def test_staying_in_lane_is_not_outside() -> None:
 
 def test_route_deviation_ends_the_route() -> None:
     sim = _world()
-    events = _drive(sim, lambda: VehicleControl(throttle=0.6, steer=0.25), 600,
-                    until=lambda: sim.route_status.ended)
+    events = _drive(
+        sim,
+        lambda: VehicleControl(throttle=0.6, steer=0.25),
+        600,
+        until=lambda: sim.route_status.ended,
+    )
     status = sim.route_status
     assert status.ended and not status.completed
     assert status.failure == "Agent deviated from the route"
@@ -250,7 +281,9 @@ def test_agent_blocked_after_180s() -> None:
 
 def test_route_timeout() -> None:
     sim = _world(timeout_s=5.0)
-    events = _drive(sim, lambda: VehicleControl(throttle=0.1), 200, until=lambda: sim.route_status.ended)
+    events = _drive(
+        sim, lambda: VehicleControl(throttle=0.1), 200, until=lambda: sim.route_status.ended
+    )
     assert sim.route_status.failure == "Agent timed out"
     assert _kinds(events) == ["route_timeout"]
     assert 5.0 < sim.time_s <= 5.2
@@ -285,7 +318,9 @@ def _obb(c, yaw_deg, half) -> tuple[np.ndarray, float, np.ndarray]:
 
 def test_obb_touching_counts_as_overlap() -> None:
     a = _obb((0, 0), 0, (2, 1))
-    hit = obb_overlap(*a, np.array([[4.0, 0.0], [0.0, 2.0]]), np.zeros(2), np.array([[2.0, 1.0]] * 2))
+    hit = obb_overlap(
+        *a, np.array([[4.0, 0.0], [0.0, 2.0]]), np.zeros(2), np.array([[2.0, 1.0]] * 2)
+    )
     assert hit.tolist() == [True, True]
 
 
@@ -306,18 +341,21 @@ def test_obb_rotated_45_degrees() -> None:
     assert near.tolist() == [True] and far.tolist() == [False]
     # Diagonal case where the axis-aligned bounding boxes overlap but the boxes do not
     # (needs the rotated box's own axes as separating axes).
-    diag = obb_overlap(*_obb((0, 0), 0, (1, 1)), np.array([[2.2, 2.2]]), np.array([math.pi / 4]),
-                       half)
+    diag = obb_overlap(
+        *_obb((0, 0), 0, (1, 1)), np.array([[2.2, 2.2]]), np.array([math.pi / 4]), half
+    )
     assert diag.tolist() == [False]
 
 
 def test_obb_long_thin_rotated_box() -> None:
     a = _obb((0, 0), 90, (3, 0.2))  # a 6 m pole along y
-    hit = obb_overlap(*a, np.array([[0.0, 2.8], [1.0, 0.0], [0.0, 3.6]]), np.zeros(3),
-                      np.array([[0.5, 0.5]] * 3))
+    hit = obb_overlap(
+        *a, np.array([[0.0, 2.8], [1.0, 0.0], [0.0, 3.6]]), np.zeros(3), np.array([[0.5, 0.5]] * 3)
+    )
     assert hit.tolist() == [True, False, False]
 
 
 def test_obb_empty() -> None:
-    assert obb_overlap(np.zeros(2), 0.0, np.ones(2), np.zeros((0, 2)), np.zeros(0),
-                       np.zeros((0, 2))).shape == (0,)
+    assert obb_overlap(
+        np.zeros(2), 0.0, np.ones(2), np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
+    ).shape == (0,)

@@ -34,7 +34,9 @@ def _runs(options: np.ndarray) -> list[int]:
     out: list[int] = []
     for o in options:
         o = int(o)
-        if o in (RoadOption.LEFT, RoadOption.RIGHT, RoadOption.STRAIGHT) and (not out or out[-1] != o):
+        if o in (RoadOption.LEFT, RoadOption.RIGHT, RoadOption.STRAIGHT) and (
+            not out or out[-1] != o
+        ):
             out.append(o)
         elif o == RoadOption.LANEFOLLOW and out and out[-1] != -99:
             out.append(-99)
@@ -69,13 +71,19 @@ def test_start_end_route_reaches_end(planner: RoutePlanner, town: Town) -> None:
 
 def test_waypoints_route_passes_through(planner: RoutePlanner, town: Town) -> None:
     lanes = [lane for lane in town.lanes if lane.road_id >= 0 and lane.length > 40]
-    wps = [tuple(lanes[0].point_at(3.0)), tuple(lanes[5].point_at(20.0)), tuple(lanes[9].point_at(30.0))]
+    wps = [
+        tuple(lanes[0].point_at(3.0)),
+        tuple(lanes[5].point_at(20.0)),
+        tuple(lanes[9].point_at(30.0)),
+    ]
     route = _plan(planner, RouteSpec(waypoints=tuple(wps)))
     for wp in wps:
         assert np.linalg.norm(route.points - np.asarray(wp), axis=1).min() < 2.0
 
 
-@pytest.mark.parametrize("spec", [RouteSpec(length_m=300.0), RouteSpec(manoeuvres=("right", "left"))])
+@pytest.mark.parametrize(
+    "spec", [RouteSpec(length_m=300.0), RouteSpec(manoeuvres=("right", "left"))]
+)
 def test_dense_spacing_about_1m(planner: RoutePlanner, spec: RouteSpec) -> None:
     route = _plan(planner, spec, 4)
     seg = np.linalg.norm(np.diff(route.points, axis=0), axis=1)
@@ -112,8 +120,10 @@ def test_lane_change_route_marks_change_points() -> None:
     planner = RoutePlanner(town, GEO_REFERENCE)
     found = False
     for seed in range(10):
-        route = planner.plan(RouteSpec(manoeuvres=("right",), length_m=60.0, start_lane_index=0),
-                             np.random.default_rng(seed))
+        route = planner.plan(
+            RouteSpec(manoeuvres=("right",), length_m=60.0, start_lane_index=0),
+            np.random.default_rng(seed),
+        )
         if int(RoadOption.CHANGELANERIGHT) in route.options:
             found = True
             i = int(np.nonzero(route.options == int(RoadOption.CHANGELANERIGHT))[0][0])

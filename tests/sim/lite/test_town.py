@@ -174,10 +174,19 @@ def test_town_is_deterministic() -> None:
 
 @pytest.mark.parametrize(
     "field,value",
-    [("blocks_x", 0), ("blocks_y", 9), ("block_m", 10.0), ("lanes_per_direction", 4),
-     ("lane_width_m", 1.0), ("curvature", 1.5), ("signalized_fraction", -0.1),
-     ("t_junction_fraction", 0.9), ("sidewalk_m", 7.0), ("speed_limit_kmh", 300.0),
-     ("road_type", "rural")],
+    [
+        ("blocks_x", 0),
+        ("blocks_y", 9),
+        ("block_m", 10.0),
+        ("lanes_per_direction", 4),
+        ("lane_width_m", 1.0),
+        ("curvature", 1.5),
+        ("signalized_fraction", -0.1),
+        ("t_junction_fraction", 0.9),
+        ("sidewalk_m", 7.0),
+        ("speed_limit_kmh", 300.0),
+        ("road_type", "rural"),
+    ],
 )
 def test_invalid_town_spec_names_field(field: str, value: object) -> None:
     with pytest.raises(TownSpecError, match=f"town.{field}"):

@@ -70,8 +70,14 @@ def _run_traffic(seed: int) -> TrafficRun:
         prev_d, prev_ids = d, sim.traffic.ids.copy()
         if tick % SAMPLE_EVERY == 0:
             for a in range(len(xy) - 1):
-                hit = obb_overlap(xy[a], float(yaw[a]), NPC_HALF, xy[a + 1 :], yaw[a + 1 :],
-                                  np.tile(NPC_HALF, (len(xy) - a - 1, 1)))
+                hit = obb_overlap(
+                    xy[a],
+                    float(yaw[a]),
+                    NPC_HALF,
+                    xy[a + 1 :],
+                    yaw[a + 1 :],
+                    np.tile(NPC_HALF, (len(xy) - a - 1, 1)),
+                )
                 out.overlaps += [(tick, a, a + 1 + int(i)) for i in np.nonzero(hit)[0]]
             out.mean_speeds.append(float(sim.traffic.v.mean()))
             # NPCs waiting at a red light: stopped within 12 m before its stop line.
@@ -109,10 +115,14 @@ def test_npcs_stop_at_red(traffic_run: TrafficRun) -> None:
 def _follow_world(stopped_s: float, follower_s: float, seed: int = 2) -> LiteSimulator:
     sim = LiteSimulator()
     spec = WorldSpec(
-        town=TownSpec(blocks_x=2, blocks_y=2), route=RouteSpec(length_m=150.0),
-        vehicles=(VehicleSpec(route_s_m=stopped_s, behaviour="stopped"),
-                  VehicleSpec(route_s_m=follower_s, behaviour="cruise", speed_mps=10.0)),
-        num_vehicles=0, num_pedestrians=0,
+        town=TownSpec(blocks_x=2, blocks_y=2),
+        route=RouteSpec(length_m=150.0),
+        vehicles=(
+            VehicleSpec(route_s_m=stopped_s, behaviour="stopped"),
+            VehicleSpec(route_s_m=follower_s, behaviour="cruise", speed_mps=10.0),
+        ),
+        num_vehicles=0,
+        num_pedestrians=0,
     )
     sim.reset(spec, seed)
     return sim
@@ -129,7 +139,9 @@ def test_npc_stops_behind_stopped_vehicle() -> None:
         sim.tick(BRAKE)
         max_speed = max(max_speed, float(sim.traffic.v[1]))
         xy, yaw = sim.traffic.positions()
-        assert not obb_overlap(xy[1], float(yaw[1]), NPC_HALF, xy[:1], yaw[:1], NPC_HALF[None]).any()
+        assert not obb_overlap(
+            xy[1], float(yaw[1]), NPC_HALF, xy[:1], yaw[:1], NPC_HALF[None]
+        ).any()
     xy, _ = sim.traffic.positions()
     assert max_speed > 5.0  # it did drive toward the obstacle
     assert sim.traffic.v[1] < 0.05
@@ -141,10 +153,12 @@ def test_npc_stops_behind_stopped_vehicle() -> None:
 def test_npc_stops_behind_prop() -> None:
     sim = LiteSimulator()
     spec = WorldSpec(
-        town=TownSpec(blocks_x=2, blocks_y=2), route=RouteSpec(length_m=150.0),
+        town=TownSpec(blocks_x=2, blocks_y=2),
+        route=RouteSpec(length_m=150.0),
         vehicles=(VehicleSpec(route_s_m=12.0, behaviour="cruise", speed_mps=10.0),),
         props=(PropSpec(kind="barrier", route_s_m=55.0),),
-        num_vehicles=0, num_pedestrians=0,
+        num_vehicles=0,
+        num_pedestrians=0,
     )
     sim.reset(spec, 2)
     barrier = sim.prop_xy[0]
@@ -192,17 +206,25 @@ def _runs(series: np.ndarray) -> list[tuple[int, int]]:
     return out
 
 
-def test_each_light_cycles_green_yellow_red_with_documented_durations(light_sim: LiteSimulator) -> None:
+def test_each_light_cycles_green_yellow_red_with_documented_durations(
+    light_sim: LiteSimulator,
+) -> None:
     _, states = _state_series(light_sim, 200.0)
     dt = FIXED_DELTA_SECONDS
-    g, y, r = int(TrafficLightState.Green), int(TrafficLightState.Yellow), int(TrafficLightState.Red)
+    g, y, r = (
+        int(TrafficLightState.Green),
+        int(TrafficLightState.Yellow),
+        int(TrafficLightState.Red),
+    )
     for i, light in enumerate(light_sim.town.lights):
         runs = _runs(states[:, i])[1:-1]  # drop the partial first and last runs
         assert len(runs) >= 3
         order = [s for s, _ in runs]
         for a, b in zip(order, order[1:], strict=False):
             assert (a, b) in ((g, y), (y, r), (r, g)), f"light {light.id}: {a} -> {b}"
-        red_s = (light.cycle_count - 1) * (LIGHT_GREEN_S + LIGHT_YELLOW_S + LIGHT_ALL_RED_S) + LIGHT_ALL_RED_S
+        red_s = (light.cycle_count - 1) * (
+            LIGHT_GREEN_S + LIGHT_YELLOW_S + LIGHT_ALL_RED_S
+        ) + LIGHT_ALL_RED_S
         expected = {g: LIGHT_GREEN_S, y: LIGHT_YELLOW_S, r: red_s}
         for state, n in runs:
             assert n * dt == pytest.approx(expected[state], abs=dt + 1e-9)
@@ -210,7 +232,9 @@ def test_each_light_cycles_green_yellow_red_with_documented_durations(light_sim:
 
 def test_ground_truth_lights_follow_the_cycle() -> None:
     sim = LiteSimulator()
-    sim.reset(WorldSpec(town=TownSpec(blocks_x=2, blocks_y=2), num_vehicles=0, num_pedestrians=0), 0)
+    sim.reset(
+        WorldSpec(town=TownSpec(blocks_x=2, blocks_y=2), num_vehicles=0, num_pedestrians=0), 0
+    )
     seen = set()
     for _ in range(400):
         sim.tick(BRAKE)

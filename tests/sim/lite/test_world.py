@@ -28,8 +28,10 @@ NON_CAMERA_SENSORS = [
 
 def _controls(n: int) -> list[VehicleControl]:
     rng = np.random.default_rng(123)
-    return [VehicleControl(throttle=float(rng.uniform(0.2, 0.8)), steer=float(rng.uniform(-0.05, 0.05)))
-            for _ in range(n)]
+    return [
+        VehicleControl(throttle=float(rng.uniform(0.2, 0.8)), steer=float(rng.uniform(-0.05, 0.05)))
+        for _ in range(n)
+    ]
 
 
 def _record(seed: int, ticks: int = 400) -> dict:
@@ -92,8 +94,9 @@ def test_reset_reproduces_after_other_runs() -> None:
 @pytest.fixture(scope="module")
 def sensor_sim() -> tuple[LiteSimulator, list[dict]]:
     sim = LiteSimulator()
-    sim.reset(WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0,
-                        num_pedestrians=0), 2)
+    sim.reset(
+        WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0, num_pedestrians=0), 2
+    )
     sim.setup_sensors(NON_CAMERA_SENSORS)
     datas = [sim.tick(VehicleControl(brake=1.0)) for _ in range(5)]
     return sim, datas
@@ -126,8 +129,9 @@ def test_sensor_formats_at_rest(sensor_sim) -> None:
 
 def test_compass_consistent_with_driving_direction() -> None:
     sim = LiteSimulator()
-    sim.reset(WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0,
-                        num_pedestrians=0), 2)
+    sim.reset(
+        WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0, num_pedestrians=0), 2
+    )
     sim.setup_sensors(NON_CAMERA_SENSORS)
     gps0 = sim.tick(VehicleControl(brake=1.0))["gps"][1]
     for _ in range(40):
@@ -189,8 +193,9 @@ def test_ground_truth_lists_actors() -> None:
 
 def test_nan_control_is_safe_stop() -> None:
     sim = LiteSimulator()
-    sim.reset(WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0,
-                        num_pedestrians=0), 2)
+    sim.reset(
+        WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0, num_pedestrians=0), 2
+    )
     for _ in range(60):
         sim.tick(VehicleControl(throttle=0.7))
     v0, yaw0 = sim.ego.speed, sim.ego.yaw
@@ -218,9 +223,13 @@ def test_tick_before_reset_and_bad_spec() -> None:
 
 def test_weather_keyframes_change_along_the_route() -> None:
     clear, rain = Weather.preset("ClearNoon"), Weather.preset("HardRainNoon")
-    spec = WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=0,
-                     num_pedestrians=0,
-                     weather_keyframes=(WeatherKeyframe(0.0, clear), WeatherKeyframe(100.0, rain)))
+    spec = WorldSpec(
+        town=SMALL,
+        route=RouteSpec(length_m=150.0),
+        num_vehicles=0,
+        num_pedestrians=0,
+        weather_keyframes=(WeatherKeyframe(0.0, clear), WeatherKeyframe(100.0, rain)),
+    )
     sim = LiteSimulator()
     sim.reset(spec, 2)
     sim.tick(VehicleControl(brake=1.0))
@@ -245,8 +254,12 @@ def test_camera_frames_deterministic() -> None:
     frames = []
     for _ in range(2):
         sim = LiteSimulator()
-        sim.reset(WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=3,
-                            num_pedestrians=2), 2)
+        sim.reset(
+            WorldSpec(
+                town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=3, num_pedestrians=2
+            ),
+            2,
+        )
         sim.setup_sensors([default_front_camera(96, 48)] + NON_CAMERA_SENSORS)
         data = [sim.tick(VehicleControl(throttle=0.5)) for _ in range(3)][-1]
         frame, img = data["rgb_front"]

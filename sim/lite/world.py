@@ -408,7 +408,9 @@ class LiteSimulator:
         self._frame += 1
         self._time_s = self._frame * dt
         progress = self.criteria.progress_m
-        self.weather = self._spec.weather_at(progress / self._route.length_m)
+        # Keyframed weather moves in steps of 1 % of the route: the camera caches its
+        # per-weather maps, and a new weather every tick would rebuild them every frame.
+        self.weather = self._spec.weather_at(round(progress / self._route.length_m, 2))
         self.ego = step_ego(self.ego, ctrl, self.weather.friction, dt)
         ego_xy = np.array([self.ego.x, self.ego.y])
         npc_xy, _ = self.traffic.positions()

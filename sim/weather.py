@@ -37,7 +37,8 @@ FIELD_RANGES: dict[str, tuple[float, float]] = {
     "dust_storm": (0.0, 100.0),
 }
 
-_PRESET_FIELDS = (
+# The fields a preset sets (and that change how a scene looks); the rest keep defaults.
+PRESET_FIELDS = (
     "cloudiness",
     "precipitation",
     "precipitation_deposits",
@@ -50,7 +51,7 @@ _PRESET_FIELDS = (
     "wetness",
     "dust_storm",
 )
-# CARLA 0.9.16 presets, fields in _PRESET_FIELDS order. Scattering fields are CARLA's
+# CARLA 0.9.16 presets, fields in PRESET_FIELDS order. Scattering fields are CARLA's
 # defaults (1.0, 0.03, 0.0331) in every preset.
 _PRESET_VALUES: dict[str, tuple[float, ...]] = {
     "ClearNoon": (5.0, 0.0, 0.0, 10.0, -1.0, 45.0, 2.0, 0.75, 0.1, 0.0, 0.0),
@@ -124,7 +125,7 @@ class Weather:
             raise WeatherError(
                 f"unknown weather preset {name!r}; valid presets: {', '.join(PRESET_NAMES)}"
             )
-        return cls(**dict(zip(_PRESET_FIELDS, values, strict=True)))
+        return cls(**dict(zip(PRESET_FIELDS, values, strict=True)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Weather:

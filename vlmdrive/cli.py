@@ -50,11 +50,9 @@ def render(
 ) -> None:
     """Write a camera frame and a BEV frame as PNGs (and an mp4 with --seconds N)."""
     import cv2
-    import numpy as np
 
     from sim.lite.autopilot import RouteFollower
-    from sim.lite.bev import render_bev
-    from sim.lite.recording import record_drive
+    from sim.lite.recording import ego_bev, record_drive
     from sim.lite.world import LiteSimulator
     from sim.sensors import SensorSpecError, default_front_camera
 
@@ -78,15 +76,7 @@ def render(
         out / f"bev_{weather}_seed{seed}.png",
     )
     cv2.imwrite(str(camera_path), data["rgb_front"][1][..., :3])
-    bev = render_bev(
-        sim.town.raster,
-        sim.scene_boxes(),
-        np.array([sim.ego.x, sim.ego.y]),
-        sim.ego.yaw,
-        route_xy=sim.route.points,
-        size_px=512,
-    )
-    cv2.imwrite(str(bev_path), bev)
+    cv2.imwrite(str(bev_path), ego_bev(sim, size_px=512))
     console.print(f"camera: {camera_path}\nbev:    {bev_path}")
 
 

@@ -58,7 +58,7 @@ import numpy as np
 
 from sim.lite.scene import BoxKind, RasterMap, SceneBoxes
 from sim.sensors import SensorSpec
-from sim.weather import Weather
+from sim.weather import PRESET_FIELDS, Weather
 
 NEAR_M = 0.1  # [m] near clipping plane
 FAR_M = 120.0  # [m] objects farther than this are not drawn
@@ -250,19 +250,7 @@ def _lerp(a, b, t):
 
 # --- per-weather precompute -----------------------------------------------------------------
 _Q_FINE = {"fog_distance": 4.0, "fog_falloff": 20.0}
-_Q_FIELDS = (
-    "cloudiness",
-    "precipitation",
-    "precipitation_deposits",
-    "wind_intensity",
-    "sun_azimuth_angle",
-    "sun_altitude_angle",
-    "fog_density",
-    "fog_distance",
-    "fog_falloff",
-    "wetness",
-    "dust_storm",
-)
+_Q_FIELDS = PRESET_FIELDS  # weather fields quantized for the per-weather cache
 
 
 def _quantize(weather: Weather) -> tuple[tuple, Weather]:

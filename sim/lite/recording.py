@@ -30,6 +30,18 @@ class DriveRecording:
     frames: int = 0
 
 
+def ego_bev(sim: LiteSimulator, size_px: int = 256) -> np.ndarray:
+    """Heading-up BEV around the ego with the route drawn: (size_px, size_px, 3) BGR."""
+    return render_bev(
+        sim.town.raster,
+        sim.scene_boxes(),
+        np.array([sim.ego.x, sim.ego.y]),
+        sim.ego.yaw,
+        route_xy=sim.route.points,
+        size_px=size_px,
+    )
+
+
 def composite(camera_bgra: np.ndarray, bev_bgr: np.ndarray, caption: str) -> np.ndarray:
     """Camera (scaled to PANEL_HEIGHT_PX) beside the BEV, with a caption bar."""
     cam = camera_bgra[..., :3]
@@ -75,14 +87,7 @@ def record_drive(
             f"{name}  t={sim.time_s:5.1f}s  v={sim.ego.speed * 3.6:5.1f} km/h  "
             f"route {st.completion:5.1f}%  infractions {len(rec.events)}"
         )
-        bev = render_bev(
-            sim.town.raster,
-            sim.scene_boxes(),
-            np.array([sim.ego.x, sim.ego.y]),
-            sim.ego.yaw,
-            route_xy=sim.route.points,
-        )
-        frame = composite(data[camera_id][1], bev, caption)
+        frame = composite(data[camera_id][1], ego_bev(sim), caption)
         if video:
             if writer is None:
                 assert rec.video is not None

@@ -11,7 +11,7 @@ import pytest
 from sim.lite.bev import EGO_COLOR, render_bev, render_map_overview
 from sim.lite.camera import CameraRenderer, project_points
 from sim.lite.scene import BoxKind, RasterMap, SceneBoxes
-from sim.sensors import parse_sensor_spec
+from sim.sensors import default_front_camera, parse_sensor_spec
 from sim.weather import Weather
 
 W, H, FOV = 200, 100, 90.0  # f = 100 px
@@ -19,20 +19,7 @@ EGO = np.array([0.0, 0.0])
 
 
 def _spec(**kw):
-    raw = {
-        "type": "sensor.camera.rgb",
-        "id": "rgb",
-        "x": 1.3,
-        "y": 0.0,
-        "z": 2.3,
-        "roll": 0.0,
-        "pitch": 0.0,
-        "yaw": 0.0,
-        "width": W,
-        "height": H,
-        "fov": FOV,
-    }
-    raw.update(kw)
+    raw = {**default_front_camera(W, H, FOV), "id": "rgb", **kw}
     return parse_sensor_spec(raw)
 
 

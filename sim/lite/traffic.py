@@ -30,6 +30,7 @@ PATH_CAPACITY = 600  # points stored per NPC path
 WINDOW = 24  # look-ahead samples
 WINDOW_STRIDE = 2  # [points] between samples: 48 m of look-ahead
 DECISION_HZ = 5.0  # NPC perception/decision rate (0.2 s reaction); motion integrates every tick
+HARD_BRAKE_HOLD_S = 2.0  # [s] standstill after a scripted hard brake
 IDM_MAX_ACCEL_MPS2 = 2.0  # [m/s^2] a
 IDM_COMFORT_DECEL_MPS2 = 3.0  # [m/s^2] b
 IDM_TIME_HEADWAY_S = 1.4  # [s] T
@@ -98,6 +99,7 @@ class Traffic:
         self.brake_decel = np.zeros(0)
         self.trigger_s = np.full(0, np.inf)  # ego route progress that fires the behaviour
         self.triggered = np.zeros(0, bool)
+        self.held_s = np.zeros(0)  # [s] a hard-braking NPC has stood still after its stop
         self.ids = np.zeros(0, np.int64)
         self.respawnable = np.zeros(0, bool)
         self._lane_light = np.array([lane.light_id for lane in town.lanes], np.int32)
@@ -165,6 +167,7 @@ class Traffic:
         self.brake_decel = np.append(self.brake_decel, brake_decel)
         self.trigger_s = np.append(self.trigger_s, trigger_s)
         self.triggered = np.append(self.triggered, False)
+        self.held_s = np.append(self.held_s, 0.0)
         self.ids = np.append(self.ids, actor_id).astype(np.int64)
         self.respawnable = np.append(self.respawnable, respawnable)
         self._set_path(k, pts, lanes)
@@ -452,7 +455,13 @@ class Traffic:
         acc = IDM_MAX_ACCEL_MPS2 * (1.0 - (self.v / v0) ** 4 - interaction)
         acc = np.maximum(acc, -MAX_DECEL_MPS2)
         stopped = self.behaviour == BEHAVIOUR_STOPPED
+        # A hard brake is an emergency stop, held HARD_BRAKE_HOLD_S, then the NPC drives on
+        # (like the Leaderboard's HardBreakRoute lead vehicle).
         braking = (self.behaviour == BEHAVIOUR_HARD_BRAKE) & self.triggered
+        self.held_s = np.where(
+            braking & (self.v < 0.05), self.held_s + 1.0 / DECISION_HZ, self.held_s
+        )
+        braking &= self.held_s < HARD_BRAKE_HOLD_S
         acc = np.where(braking, -self.brake_decel, acc)
         self.acc = np.where(stopped, -MAX_DECEL_MPS2, acc)
 

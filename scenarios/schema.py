@@ -280,7 +280,10 @@ class Criteria(Strict):
 
 # ------------------------------------------------------------------- scenario
 class Scenario(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.#-]+$",
+        description="letters, digits, _ . - (# marks a sampled variation)",
+    )
     description: str = ""
     tags: list[str] = Field(default_factory=list)
     extends: str | None = None

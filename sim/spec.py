@@ -76,6 +76,7 @@ class PedestrianSpec:
     walk_m: float = 12.0  # [m] how far it walks across
     speed_mps: float = 1.4  # [m/s]
     trigger_s_m: float | None = None  # [m] ego route progress that starts the walk
+    snap_to_crosswalk: bool = False  # cross at the crosswalk nearest to route_s_m (40 m)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,15 @@ class VehicleSpec:
 
 
 @dataclass(frozen=True)
+class SpeedZone:
+    """A lower speed limit between two route distances (e.g. a construction zone)."""
+
+    start_m: float  # [m] along the route
+    end_m: float  # [m]
+    limit_mps: float  # [m/s]
+
+
+@dataclass(frozen=True)
 class WeatherKeyframe:
     """Weather at a route percentage; the Leaderboard interpolates between keyframes."""
 
@@ -115,6 +125,7 @@ class WorldSpec:
     props: tuple[PropSpec, ...] = ()
     pedestrians: tuple[PedestrianSpec, ...] = ()
     vehicles: tuple[VehicleSpec, ...] = ()
+    speed_zones: tuple[SpeedZone, ...] = ()
     timeout_s: float | None = None  # None: the Leaderboard's route timeout rule
     name: str = "world"
 
@@ -128,6 +139,14 @@ class WorldSpec:
             raise WorldSpecError(
                 f"weather_keyframes route_percentage values {pcts} must be sorted within [0, 100]"
             )
+
+    def speed_limit_at(self, route_s_m: float) -> float:
+        """[m/s] the town's limit, lowered inside any speed zone covering `route_s_m`."""
+        limit = self.town.speed_limit_kmh / 3.6
+        for zone in self.speed_zones:
+            if zone.start_m <= route_s_m <= zone.end_m:
+                limit = min(limit, zone.limit_mps)
+        return limit
 
     def weather_at(self, route_fraction: float) -> Weather:
         """Weather at a route fraction (0..1), interpolating keyframes like Leaderboard 2.0."""

@@ -61,6 +61,7 @@ BEHAVIOUR_NORMAL = 0
 BEHAVIOUR_STOPPED = 1
 BEHAVIOUR_HARD_BRAKE = 2
 BEHAVIOUR_CUT_IN = 3
+BEHAVIOUR_WAITING = 4  # stands still until its trigger fires, then drives normally
 
 
 @dataclass
@@ -454,7 +455,9 @@ class Traffic:
         interaction = (s_star / np.maximum(gap, 0.1)) ** 2  # no leader: gap = inf -> 0
         acc = IDM_MAX_ACCEL_MPS2 * (1.0 - (self.v / v0) ** 4 - interaction)
         acc = np.maximum(acc, -MAX_DECEL_MPS2)
-        stopped = self.behaviour == BEHAVIOUR_STOPPED
+        stopped = (self.behaviour == BEHAVIOUR_STOPPED) | (
+            (self.behaviour == BEHAVIOUR_WAITING) & ~self.triggered
+        )
         # A hard brake is an emergency stop, held HARD_BRAKE_HOLD_S, then the NPC drives on
         # (like the Leaderboard's HardBreakRoute lead vehicle).
         braking = (self.behaviour == BEHAVIOUR_HARD_BRAKE) & self.triggered

@@ -35,6 +35,7 @@ from sim.lite.traffic import (
     BEHAVIOUR_HARD_BRAKE,
     BEHAVIOUR_NORMAL,
     BEHAVIOUR_STOPPED,
+    BEHAVIOUR_WAITING,
     DECISION_HZ,
     NPC_HEIGHT_M,
     NPC_LENGTH_M,
@@ -273,6 +274,9 @@ class LiteSimulator:
         return out or [lane_id]
 
     def _add_scripted_vehicle(self, vspec: VehicleSpec) -> None:
+        if vspec.behaviour == "run_red_light":
+            self._add_red_light_runner(vspec)
+            return
         lane_id, s_on_lane = self._route_lane_at(vspec.route_s_m)
         lane = self.town.lanes[lane_id]
         steps = vspec.lane_offset
@@ -311,11 +315,65 @@ class LiteSimulator:
 
     def _add_scripted_pedestrian(self, pspec) -> None:
         sign = -1.0 if pspec.side == "right" else 1.0  # lateral_m is to the left
-        start, yaw = self._route_pose(pspec.route_s_m, sign * pspec.start_lateral_m)
+        s_m = pspec.route_s_m
+        if pspec.snap_to_crosswalk:
+            s_m = self._nearest_crosswalk_s(s_m)
+        start, yaw = self._route_pose(s_m, sign * pspec.start_lateral_m)
         left = np.array([math.sin(yaw), -math.cos(yaw)])
         end = start - sign * pspec.walk_m * left
         trigger = pspec.trigger_s_m if pspec.trigger_s_m is not None else 0.0
         self.pedestrians.spawn_scripted(start, end, pspec.speed_mps, trigger, self._new_id())
+
+    def _nearest_crosswalk_s(self, s_m: float, within_m: float = 40.0) -> float:
+        """Route distance of the crosswalk crossing the route nearest to `s_m`."""
+        best, best_d = s_m, within_m
+        for cw in self.town.crosswalks:
+            centre = 0.5 * (cw.start + cw.end)
+            s_cw, dist, _ = pl.project(self._route.points, self._route.s, centre)
+            if dist < 3.0 and abs(s_cw - s_m) < best_d:
+                best, best_d = s_cw, abs(s_cw - s_m)
+        return best
+
+    def _add_red_light_runner(self, vspec: VehicleSpec) -> None:
+        """Place the runner on a crossing approach of the first signalized junction the
+        route enters after `route_s_m`, `4 s x speed` before its stop line; it waits until
+        the trigger, then drives through ignoring its (red) light."""
+        town = self.town
+        i0 = int(np.searchsorted(self._route.s, vspec.route_s_m))
+        for i in range(i0, len(self._route.s)):
+            lane_id = int(self._route.lane_ids[i])
+            if lane_id < 0 or not town.lanes[lane_id].is_junction:
+                continue
+            node = town.nodes[town.lanes[lane_id].node_id]
+            if not node.signalized:
+                continue
+            route_heading = town.lanes[lane_id].heading[0]
+            for road in town.roads_at(node.id):
+                incoming = town.incoming_lanes(road, node.id)
+                lane = town.lanes[incoming[0]]
+                crossing = abs(math.sin(lane.heading[-1] - route_heading)) > 0.7
+                straight = [c for c in lane.successors if town.lanes[c].turn == RoadOption.STRAIGHT]
+                if not crossing or not straight:
+                    continue
+                start_s = max(lane.length - max(4.0 * vspec.speed_mps, 20.0), 0.0)
+                conn = town.lanes[straight[0]]
+                self.traffic.add(
+                    [lane.id, conn.id, conn.successors[0]],
+                    start_s,
+                    0.0,
+                    vspec.speed_mps,
+                    self._new_id(),
+                    ignore_lights=True,
+                    behaviour=BEHAVIOUR_WAITING,
+                    trigger_s=vspec.trigger_s_m if vspec.trigger_s_m is not None else 0.0,
+                    respawnable=False,
+                )
+                self._scripted_vehicles.append((self.traffic.n - 1, vspec))
+                return
+        raise WorldSpecError(
+            f"red_light_runner at route_s_m={vspec.route_s_m}: the route enters no signalized "
+            "junction with a crossing road after that point"
+        )
 
     def _spawn_background_vehicles(self, count: int) -> None:
         town = self.town
@@ -841,7 +899,7 @@ class LiteSimulator:
             route_progress_m=status.progress_m,
             route_completion=status.completion,
             active_events=tuple(self._active_events),
-            speed_limit_mps=self._spec.town.speed_limit_kmh / 3.6 if self._spec else 0.0,
+            speed_limit_mps=self._spec.speed_limit_at(status.progress_m) if self._spec else 0.0,
         )
 
     def close(self) -> None:

@@ -62,30 +62,41 @@ class Built:
     needs_single_lane: bool = False  # two-way variants: one lane per direction
 
 
+def num(value: object) -> float:
+    """A concrete numeric field (sampling replaced every distribution)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r} (sample the scenario first)")
+    return float(value)
+
+
+def integer(value: object) -> int:
+    return int(round(num(value)))
+
+
 def _sign(side: str) -> float:
     """+1 for left, -1 for right: the sign of `lateral_m` (positive to the left)."""
     return 1.0 if side == "left" else -1.0
 
 
 def _construction(ev: ConstructionZone, b: Built) -> None:
-    s, w = float(ev.at_m), b.lane_width
+    s, w = num(ev.at_m), b.lane_width
     sg = _sign(str(ev.side))
     inner = -sg * (w / 2 - 0.3)  # cone line on the free side of the closed (ego) lane
     outer = sg * (w / 2 - 0.3)
     b.props.append(PropSpec("warning_sign", s - 4.0, 0.0, 90.0))
-    taper = max(float(ev.taper_m), 3.0)
+    taper = max(num(ev.taper_m), 3.0)
     n_taper = max(int(taper / CONE_SPACING_M), 2)
     for k in range(n_taper + 1):  # taper from the lane's closed edge across to its free edge
         t = k / n_taper
         b.props.append(PropSpec("cone", s + t * taper, outer + t * (inner - outer)))
-    length = float(ev.length_m)
+    length = num(ev.length_m)
     n_zone = max(int(length / CONE_SPACING_M), 1)
     for k in range(1, n_zone + 1):
         b.props.append(PropSpec("cone", s + taper + k * length / n_zone, inner))
     b.props.append(PropSpec("barrier", s + taper + 2.0, 0.0, 90.0))
     b.props.append(PropSpec("debris", s + taper + length * 0.5, 0.3 * sg))
     b.speed_zones.append(
-        SpeedZone(s - 30.0, s + taper + length + 10.0, float(ev.speed_cap_kmh) / 3.6)
+        SpeedZone(s - 30.0, s + taper + length + 10.0, num(ev.speed_cap_kmh) / 3.6)
     )
     _lane_for(ev, b, bool(ev.two_way))
 
@@ -102,10 +113,10 @@ def _lane_for(ev: EventBase, b: Built, two_way: bool) -> None:
 
 
 def _accident(ev: Accident, b: Built) -> None:
-    s, sg = float(ev.at_m), _sign(str(ev.side))
+    s, sg = num(ev.at_m), _sign(str(ev.side))
     b.props.append(PropSpec("warning_sign", s - 12.0, 0.0, 90.0))
     b.props.append(PropSpec("cone", s - 8.0, -sg * 0.8))
-    for k in range(int(ev.vehicles)):
+    for k in range(integer(ev.vehicles)):
         yaw = 25.0 if k % 2 == 0 else -35.0
         b.props.append(
             PropSpec("parked_vehicle", s + 6.5 * k, 0.4 * sg * (k % 2), yaw, bgr=(40, 40, 150))
@@ -116,13 +127,13 @@ def _accident(ev: Accident, b: Built) -> None:
 def _parked(ev: ParkedObstacle, b: Built) -> None:
     sg = _sign(str(ev.side))
     # The car's inner edge sticks `intrusion_m` into the ego lane from its side.
-    centre = sg * (b.lane_width / 2 - float(ev.intrusion_m) + NPC_HALF_WIDTH_M)
-    b.props.append(PropSpec("parked_vehicle", float(ev.at_m), centre))
+    centre = sg * (b.lane_width / 2 - num(ev.intrusion_m) + NPC_HALF_WIDTH_M)
+    b.props.append(PropSpec("parked_vehicle", num(ev.at_m), centre))
     _lane_for(ev, b, bool(ev.two_way))
 
 
 def _pedestrian(ev: PedestrianCrossing, b: Built) -> None:
-    s, sg = float(ev.at_m), _sign(str(ev.side))
+    s, sg = num(ev.at_m), _sign(str(ev.side))
     start = b.lane_width * (b.lanes_per_direction - 0.5) + 3.0  # on the kerb
     if ev.occluded:  # parked car between the walker and the ego's view
         b.props.append(PropSpec("parked_vehicle", s - 5.0, sg * (start - 1.8)))
@@ -132,8 +143,8 @@ def _pedestrian(ev: PedestrianCrossing, b: Built) -> None:
             side=str(ev.side),  # type: ignore[arg-type]
             start_lateral_m=start,
             walk_m=2 * start,
-            speed_mps=float(ev.speed_mps),
-            trigger_s_m=max(s - float(ev.trigger_distance_m), 0.0),
+            speed_mps=num(ev.speed_mps),
+            trigger_s_m=max(s - num(ev.trigger_distance_m), 0.0),
             snap_to_crosswalk=ev.mode == "crosswalk",
         )
     )
@@ -146,11 +157,11 @@ def _cut_in(ev: CutIn, b: Built) -> None:
     b.start_lane = b.lanes_per_direction - 1 if left else 0
     b.vehicles.append(
         VehicleSpec(
-            route_s_m=float(ev.at_m),
+            route_s_m=num(ev.at_m),
             behaviour="cut_in",
             lane_offset=1 if left else -1,
-            speed_mps=float(ev.speed_mps),
-            trigger_s_m=max(float(ev.at_m) - float(ev.trigger_distance_m), 0.0),
+            speed_mps=num(ev.speed_mps),
+            trigger_s_m=max(num(ev.at_m) - num(ev.trigger_distance_m), 0.0),
         )
     )
 
@@ -158,11 +169,11 @@ def _cut_in(ev: CutIn, b: Built) -> None:
 def _hard_brake(ev: LeadVehicleHardBrake, b: Built) -> None:
     b.vehicles.append(
         VehicleSpec(
-            route_s_m=float(ev.at_m),
+            route_s_m=num(ev.at_m),
             behaviour="hard_brake",
-            speed_mps=float(ev.speed_mps),
-            brake_decel_mps2=float(ev.decel_mps2),
-            trigger_s_m=max(float(ev.at_m) - float(ev.trigger_distance_m), 0.0),
+            speed_mps=num(ev.speed_mps),
+            brake_decel_mps2=num(ev.decel_mps2),
+            trigger_s_m=max(num(ev.at_m) - num(ev.trigger_distance_m), 0.0),
         )
     )
 
@@ -170,16 +181,16 @@ def _hard_brake(ev: LeadVehicleHardBrake, b: Built) -> None:
 def _red_light_runner(ev: RedLightRunner, b: Built) -> None:
     b.vehicles.append(
         VehicleSpec(
-            route_s_m=float(ev.at_m),
+            route_s_m=num(ev.at_m),
             behaviour="run_red_light",
-            speed_mps=float(ev.speed_mps),
-            trigger_s_m=max(float(ev.at_m) - float(ev.trigger_distance_m), 0.0),
+            speed_mps=num(ev.speed_mps),
+            trigger_s_m=max(num(ev.at_m) - num(ev.trigger_distance_m), 0.0),
         )
     )
 
 
 def _stalled(ev: StalledVehicle, b: Built) -> None:
-    b.vehicles.append(VehicleSpec(route_s_m=float(ev.at_m), behaviour="stopped", speed_mps=0.0))
+    b.vehicles.append(VehicleSpec(route_s_m=num(ev.at_m), behaviour="stopped", speed_mps=0.0))
 
 
 EVENT_COMPILERS: dict[str, Callable] = {
@@ -214,8 +225,8 @@ def compile_scenario(scenario: Scenario, file: str = "<scenario>") -> WorldSpec:
         return ScenarioError([Problem(file, 1, 1, field_name, message)])
 
     town_p = scenario.map.town
-    lanes = int(town_p.lanes_per_direction)
-    built = Built(lane_width=float(town_p.lane_width_m), lanes_per_direction=lanes)
+    lanes = integer(town_p.lanes_per_direction)
+    built = Built(lane_width=num(town_p.lane_width_m), lanes_per_direction=lanes)
     for i, ev in enumerate(scenario.events):
         try:
             EVENT_COMPILERS[ev.type](ev, built)  # type: ignore[attr-defined]
@@ -226,7 +237,7 @@ def compile_scenario(scenario: Scenario, file: str = "<scenario>") -> WorldSpec:
     try:
         kwargs = {k: v for k, v in town_p.model_dump().items()}
         kwargs["lanes_per_direction"] = lanes
-        kwargs["speed_limit_kmh"] = float(scenario.traffic.speed_limit_kmh)
+        kwargs["speed_limit_kmh"] = num(scenario.traffic.speed_limit_kmh)
         if kwargs["road_type"] == "highway":
             base = TownSpec.for_highway()
             kwargs = {
@@ -245,14 +256,14 @@ def compile_scenario(scenario: Scenario, file: str = "<scenario>") -> WorldSpec:
         start=tuple(r.start) if r.start else None,  # type: ignore[arg-type]
         end=tuple(r.end) if r.end else None,  # type: ignore[arg-type]
         manoeuvres=tuple(r.manoeuvres),  # type: ignore[arg-type]
-        length_m=float(r.length_m),
-        start_lane_index=None if start_lane is None else int(start_lane),
+        length_m=num(r.length_m),
+        start_lane_index=None if start_lane is None else integer(start_lane),
     )
     try:
         weather = _weather(scenario.weather)
         base_values = weather.to_dict()
         keyframes = [
-            WeatherKeyframe(float(k.route_percentage), _weather(k, base_values))
+            WeatherKeyframe(num(k.route_percentage), _weather(k, base_values))
             for k in scenario.weather.keyframes
         ]
     except WeatherError as exc:
@@ -266,15 +277,15 @@ def compile_scenario(scenario: Scenario, file: str = "<scenario>") -> WorldSpec:
             route=route,
             weather=weather,
             weather_keyframes=tuple(keyframes),
-            num_vehicles=int(scenario.traffic.vehicles),
-            num_pedestrians=int(scenario.traffic.pedestrians),
+            num_vehicles=integer(scenario.traffic.vehicles),
+            num_pedestrians=integer(scenario.traffic.pedestrians),
             props=tuple(built.props),
             pedestrians=tuple(built.pedestrians),
             vehicles=tuple(built.vehicles),
             speed_zones=tuple(built.speed_zones),
             timeout_s=None
             if scenario.criteria.timeout_s is None
-            else float(scenario.criteria.timeout_s),
+            else num(scenario.criteria.timeout_s),
             name=scenario.name,
         )
     except WorldSpecError as exc:

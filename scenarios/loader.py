@@ -149,7 +149,7 @@ def _problems(exc: ValidationError, marks: dict[Path_, Mark], file: str) -> list
     is named after the mapping that lacks it."""
     grouped: dict[Path_, list[dict]] = {}
     for err in exc.errors():
-        grouped.setdefault(_reach(tuple(err["loc"]), marks), []).append(err)
+        grouped.setdefault(_reach(tuple(err["loc"]), marks), []).append(dict(err))
     # A value that looks like a distribution but is wrong inside fails the plain-number
     # member at its own path too; the error deeper down is the one worth reading.
     deeper = {path[:k] for path in grouped for k in range(len(path))}
@@ -162,8 +162,8 @@ def _problems(exc: ValidationError, marks: dict[Path_, Mark], file: str) -> list
         if real:
             problems.append(Problem(mark[0], mark[1], mark[2], _dotted(reached), _message(real)))
             continue
-        for err in errs:  # only missing fields: each one is its own problem
-            missing = (*reached, err["loc"][-1])
+        for missing_err in errs:  # only missing fields: each one is its own problem
+            missing = (*reached, missing_err["loc"][-1])
             problems.append(
                 Problem(mark[0], mark[1], mark[2], _dotted(missing), "required field is missing")
             )

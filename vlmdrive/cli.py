@@ -124,6 +124,114 @@ def demo(
     console.print(f"stills and videos in {out.resolve()}")
 
 
+scenario_app = typer.Typer(no_args_is_help=True, help="Edge-case scenarios in YAML.")
+app.add_typer(scenario_app, name="scenario")
+
+
+def _load_or_exit(path: Path):
+    """Load a scenario file; bad input prints `file:line:col: field: message` lines, exit 1."""
+    from scenarios.loader import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(path)
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+
+
+@scenario_app.command("validate")
+def scenario_validate(
+    paths: Annotated[list[Path], typer.Argument(help="Scenario files, suite files or folders.")],
+) -> None:
+    """Check scenario files; every problem printed as file:line:col: field: message. Exit 1 on any."""
+    from scenarios.compile import compile_scenario
+    from scenarios.loader import ScenarioError, load_suite
+    from scenarios.sampler import sample
+
+    problems = []
+    count = 0
+    for path in paths:
+        try:
+            items = load_suite(path)
+        except ScenarioError as exc:
+            problems += exc.problems
+            continue
+        for item in items:
+            try:
+                for concrete in sample(item.scenario, file=item.path):
+                    compile_scenario(concrete, str(item.path))
+                count += 1
+            except ScenarioError as exc:
+                problems += exc.problems
+    for problem in problems:
+        console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+    if problems:
+        console.print(f"{len(problems)} problem(s)", style="red")
+        raise typer.Exit(code=1)
+    console.print(f"{count} scenario(s) valid")
+
+
+@scenario_app.command("schema")
+def scenario_schema() -> None:
+    """Print the JSON Schema of scenario files (for editors: yaml-language-server)."""
+    import json
+
+    from scenarios.schema import Scenario
+
+    schema = Scenario.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "vlmdrive scenario"
+    print(json.dumps(schema, indent=2))
+
+
+@scenario_app.command("sample")
+def scenario_sample(
+    path: Annotated[Path, typer.Argument(help="Scenario file.")],
+    n: Annotated[int, typer.Option("-n", help="Number of concrete instances.")] = 5,
+) -> None:
+    """Print concrete instances of a scenario (its distributions drawn, deterministic by seed)."""
+    import yaml
+
+    from scenarios.loader import ScenarioError
+    from scenarios.sampler import sample
+
+    scenario = _load_or_exit(path)
+    try:
+        instances = sample(scenario, n=n, file=path)
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            console.print(str(problem), markup=False, highlight=False)
+        raise typer.Exit(code=1) from None
+    for instance in instances:
+        data = instance.model_dump(mode="json", exclude_defaults=True)
+        print("---")
+        print(yaml.safe_dump(data, sort_keys=False).rstrip())
+
+
+@scenario_app.command("preview")
+def scenario_preview(
+    path: Annotated[Path, typer.Argument(help="Scenario file.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("preview.png"),
+    variation: Annotated[int, typer.Option(help="Which sampled variation.")] = 0,
+    seed: Annotated[int, typer.Option(help="World seed.")] = 0,
+) -> None:
+    """Top-down map of route, events, props and triggers beside the ego camera at the first event."""
+    from scenarios.loader import ScenarioError
+    from scenarios.preview import write_preview
+    from scenarios.sampler import sample
+
+    scenario = _load_or_exit(path)
+    try:
+        concrete = sample(scenario, n=variation + 1, file=path)[variation]
+        write_preview(concrete, out, seed, str(path))
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            console.print(str(problem), markup=False, highlight=False)
+        raise typer.Exit(code=1) from None
+    console.print(f"preview: {out}")
+
+
 def main() -> None:
     app()
 

@@ -46,6 +46,7 @@ from sim.weather import Weather, WeatherError
 
 CONE_SPACING_M = 3.0  # [m] between cones along a work zone
 NPC_HALF_WIDTH_M = 0.95  # [m] parked and crashed cars
+CUT_IN_PACE_GAP_M = 8.0  # [m] a cutter waits/paces this far ahead of the ego in its lane
 
 
 @dataclass
@@ -162,6 +163,7 @@ def _cut_in(ev: CutIn, b: Built) -> None:
             lane_offset=1 if left else -1,
             speed_mps=num(ev.speed_mps),
             trigger_s_m=max(num(ev.at_m) - num(ev.trigger_distance_m), 0.0),
+            pace_gap_m=CUT_IN_PACE_GAP_M,
         )
     )
 
@@ -173,7 +175,10 @@ def _hard_brake(ev: LeadVehicleHardBrake, b: Built) -> None:
             behaviour="hard_brake",
             speed_mps=num(ev.speed_mps),
             brake_decel_mps2=num(ev.decel_mps2),
-            trigger_s_m=max(num(ev.at_m) - num(ev.trigger_distance_m), 0.0),
+            # The lead paces `trigger_distance_m` ahead of the ego and brakes when the ego
+            # reaches `at_m`.
+            trigger_s_m=num(ev.at_m),
+            pace_gap_m=num(ev.trigger_distance_m),
         )
     )
 
@@ -184,7 +189,6 @@ def _red_light_runner(ev: RedLightRunner, b: Built) -> None:
             route_s_m=num(ev.at_m),
             behaviour="run_red_light",
             speed_mps=num(ev.speed_mps),
-            trigger_s_m=max(num(ev.at_m) - num(ev.trigger_distance_m), 0.0),
         )
     )
 
@@ -232,20 +236,23 @@ def compile_scenario(scenario: Scenario, file: str = "<scenario>") -> WorldSpec:
             EVENT_COMPILERS[ev.type](ev, built)  # type: ignore[attr-defined]
         except (ValueError, WorldSpecError) as exc:
             raise fail(f"events[{i}]", str(exc)) from None
-    if built.needs_single_lane:
-        lanes = 1
     try:
-        kwargs = {k: v for k, v in town_p.model_dump().items()}
-        kwargs["lanes_per_direction"] = lanes
-        kwargs["speed_limit_kmh"] = num(scenario.traffic.speed_limit_kmh)
-        if kwargs["road_type"] == "highway":
+        written = town_p.model_dump(include=town_p.model_fields_set)
+        if written.get("road_type") == "highway":
             base = TownSpec.for_highway()
-            kwargs = {
-                **{
-                    f: getattr(base, f) for f in ("sidewalk_m", "crosswalks", "signalized_fraction")
-                },
-                **kwargs,
-            }
+            # Unwritten fields take the highway's defaults, not the urban ones.
+            kwargs = {f: getattr(base, f) for f in TownSpec.__dataclass_fields__}
+            kwargs.update(written)
+        else:
+            kwargs = town_p.model_dump()
+        kwargs["lanes_per_direction"] = (
+            integer(kwargs["lanes_per_direction"]) if not built.needs_single_lane else 1
+        )
+        if (
+            "speed_limit_kmh" in scenario.traffic.model_fields_set
+            or written.get("road_type") != "highway"
+        ):
+            kwargs["speed_limit_kmh"] = num(scenario.traffic.speed_limit_kmh)
         town = TownSpec(**kwargs)
     except (TownSpecError, TypeError) as exc:
         raise fail("map.town", str(exc)) from None

@@ -54,6 +54,7 @@ Distribution = Uniform | Normal | Choice
 T = TypeVar("T")
 # A field that is a value or a distribution of values.
 Num = float | Distribution
+NonNeg = Annotated[float, Field(ge=0.0)] | Distribution  # ranges apply to drawn values too
 Int = int | Choice | Uniform
 Side = Literal["left", "right"] | Choice
 
@@ -214,31 +215,38 @@ class PedestrianCrossing(EventBase):
     side: Side = "right"
     mode: Literal["crosswalk", "jaywalk"] | Choice = "jaywalk"
     occluded: bool | Choice = False
-    speed_mps: Num = 1.4
-    trigger_distance_m: Num = 25.0
+    speed_mps: NonNeg = 1.4
+    trigger_distance_m: NonNeg = 25.0
 
 
 class CutIn(EventBase):
+    """A vehicle in the lane on `side` waits (or paces the ego 8 m ahead) at `at_m`, then
+    merges into the ego's lane when the ego is `trigger_distance_m` short of `at_m`."""
+
     type: Literal["cut_in"]
     side: Side = "left"
-    speed_mps: Num = 9.0
-    trigger_distance_m: Num = 25.0
+    speed_mps: NonNeg = 9.0
+    trigger_distance_m: NonNeg = 25.0
 
 
 class LeadVehicleHardBrake(EventBase):
+    """A lead vehicle drives `trigger_distance_m` ahead of the ego (pacing it, up to
+    `speed_mps`) and brakes at `decel_mps2` when the ego reaches `at_m`; it stands 2 s,
+    then drives on (the Leaderboard's HardBreakRoute)."""
+
     type: Literal["lead_vehicle_hard_brake"]
-    speed_mps: Num = 10.0
-    decel_mps2: Num = 7.0
-    trigger_distance_m: Num = 25.0
+    speed_mps: NonNeg = 10.0
+    decel_mps2: NonNeg = 7.0
+    trigger_distance_m: NonNeg = 25.0
 
 
 class RedLightRunner(EventBase):
-    """A vehicle on a crossing approach of the next signalized junction after `at_m`
-    drives through its red light when the ego is `trigger_distance_m` from `at_m`."""
+    """A vehicle on a crossing approach of the first signalized junction the route enters
+    after `at_m` drives through its red light, started so that it reaches the junction's
+    middle together with the ego (from the ego's current speed)."""
 
     type: Literal["red_light_runner"]
-    speed_mps: Num = 10.0
-    trigger_distance_m: Num = 35.0
+    speed_mps: NonNeg = 10.0
 
 
 class StalledVehicle(EventBase):

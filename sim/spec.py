@@ -95,6 +95,11 @@ class VehicleSpec:
     speed_mps: float = 8.0  # [m/s]
     trigger_s_m: float | None = None  # [m] ego route progress that fires the behaviour
     brake_decel_mps2: float = 7.0  # [m/s^2]
+    # Before its trigger the vehicle keeps this gap [m] ahead of the ego along the route
+    # (waiting, or matching the ego's speed), so the event happens near the ego.
+    # None: it drives on its own. `run_red_light` vehicles are instead timed to reach
+    # their junction together with the ego.
+    pace_gap_m: float | None = None
 
 
 @dataclass(frozen=True)

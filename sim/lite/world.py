@@ -37,6 +37,7 @@ from sim.lite.traffic import (
     BEHAVIOUR_STOPPED,
     BEHAVIOUR_WAITING,
     DECISION_HZ,
+    IDM_MAX_ACCEL_MPS2,
     NPC_HEIGHT_M,
     NPC_LENGTH_M,
     NPC_WIDTH_M,
@@ -168,6 +169,10 @@ class LiteSimulator:
         self.traffic = Traffic(self.town, np.random.default_rng([self.seed, 4]))
         self.pedestrians = Pedestrians(self.town, np.random.default_rng([self.seed, 5]))
         self._scripted_vehicles: list[tuple[int, VehicleSpec]] = []
+        self._scripted_route_s: dict[int, float] = {}  # NPC index -> route distance [m]
+        self._runner_timing: dict[int, tuple[float, float]] = {}  # NPC -> (junction s, path m)
+        self._runner_ego_light: dict[int, int] = {}  # NPC -> the ego's light at its junction
+        self._runner_speed: dict[int, float] = {}  # NPC -> scripted speed [m/s]
         for vspec in spec.vehicles:
             self._add_scripted_vehicle(vspec)
         for pspec in spec.pedestrians:
@@ -229,7 +234,9 @@ class LiteSimulator:
         self.prop_ids = np.array(ids, np.int64)
         self._n_props = len(spec.props)  # the rest are light poles
         # Constant obstacle arrays for the NPC model, sized once per reset.
-        self._prop_radius = self.prop_size[:, :2].max(1) / 2
+        # Props are oriented boxes for the NPCs too: half width across, half length along.
+        self._prop_half_width = self.prop_size[:, 1] / 2
+        self._prop_half_len = self.prop_size[:, 0] / 2
         self._prop_zeros = np.zeros(len(self.prop_xy))
         cap = (
             spec.num_vehicles
@@ -253,13 +260,17 @@ class LiteSimulator:
         )
         self._pole_light_index = np.arange(len(self.town.lights))
 
-    def _route_lane_at(self, s_m: float) -> tuple[int, float]:
+    def _route_lane_at(self, s_m: float, road_only: bool = False) -> tuple[int, float]:
+        """(lane id, arc length on it) of the route lane nearest to `s_m` along the route;
+        `road_only` skips junction/bend connectors (they have no side neighbours)."""
         i = int(np.clip(np.searchsorted(self._route.s, s_m), 0, len(self._route.s) - 1))
-        for j in list(range(i, len(self._route.s))) + list(range(i, -1, -1)):
+        order = sorted(range(len(self._route.s)), key=lambda j: abs(j - i))
+        for j in order:
             lane_id = int(self._route.lane_ids[j])
-            if lane_id >= 0:
-                lane = self.town.lanes[lane_id]
-                return lane_id, pl.project(lane.points, lane.s, self._route.points[i])[0]
+            if lane_id < 0 or (road_only and self.town.lanes[lane_id].road_id < 0):
+                continue
+            lane = self.town.lanes[lane_id]
+            return lane_id, pl.project(lane.points, lane.s, self._route.points[j])[0]
         raise WorldSpecError("the route has no lane to place a vehicle on")
 
     def _route_lanes_from(self, lane_id: int) -> list[int]:
@@ -277,7 +288,7 @@ class LiteSimulator:
         if vspec.behaviour == "run_red_light":
             self._add_red_light_runner(vspec)
             return
-        lane_id, s_on_lane = self._route_lane_at(vspec.route_s_m)
+        lane_id, s_on_lane = self._route_lane_at(vspec.route_s_m, road_only=vspec.lane_offset != 0)
         lane = self.town.lanes[lane_id]
         steps = vspec.lane_offset
         while steps != 0:
@@ -312,6 +323,9 @@ class LiteSimulator:
             respawnable=False,
         )
         self._scripted_vehicles.append((k, vspec))
+        self._scripted_route_s[k] = float(vspec.route_s_m)
+        if vspec.pace_gap_m is not None:
+            self.traffic.v[k] = 0.0  # it waits for the ego, then paces it
 
     def _add_scripted_pedestrian(self, pspec) -> None:
         sign = -1.0 if pspec.side == "right" else 1.0  # lateral_m is to the left
@@ -323,6 +337,51 @@ class LiteSimulator:
         end = start - sign * pspec.walk_m * left
         trigger = pspec.trigger_s_m if pspec.trigger_s_m is not None else 0.0
         self.pedestrians.spawn_scripted(start, end, pspec.speed_mps, trigger, self._new_id())
+
+    def _time_red_light_runner(self, k: int, progress: float, ego_v: float) -> None:
+        """Start the runner so it reaches the junction's middle when the ego does, then
+        keep adjusting its desired speed toward that meeting."""
+        junction_s, path_m = self._runner_timing[k]
+        # The ego's arrival, assuming it keeps at least 80 % of the limit (it is usually
+        # still accelerating when this matters); the runner re-times itself as it goes.
+        expected_v = max(ego_v, 0.8 * self._spec.speed_limit_at(progress), 3.0)
+        t_ego = (junction_s - progress) / expected_v
+        if self.traffic.triggered[k]:
+            # Launched: keep matching the ego's arrival while short of the junction middle.
+            remaining = path_m - float(self.traffic.s[k])
+            if remaining > 0.0 and t_ego > 0.0:
+                needed = remaining / max(t_ego, 0.5)
+                speed_cap = 1.5 * self._runner_speed[k]
+                self.traffic.v_desired[k] = float(np.clip(needed, 3.0, speed_cap))
+            return
+        speed = max(self._runner_speed[k], 1.0)
+        # Its travel time from rest under the IDM free-road law the traffic model applies,
+        # plus a second of margin: launched early it can still slow down to meet the ego,
+        # launched late it cannot accelerate harder than IDM allows.
+        t_runner, v, x = 0.0, 0.0, 0.0
+        while x < path_m and t_runner < 60.0:
+            v += IDM_MAX_ACCEL_MPS2 * (1.0 - (v / speed) ** 4) * 0.1
+            x += v * 0.1
+            t_runner += 0.1
+        t_runner += 1.0
+        if t_ego <= t_runner:
+            self.traffic.triggered[k] = True
+            self._green_for(self._runner_ego_light.get(k, -1), hold_s=t_ego + 2.0)
+
+    def _green_for(self, light_id: int, hold_s: float) -> None:
+        """Shift a junction's cycle so `light_id` turns green now (for at least `hold_s`,
+        up to a full green phase): the crossing runner then runs a real red."""
+        if light_id < 0:
+            return
+        light = self.town.lights[light_id]
+        phase = LIGHT_GREEN_S + LIGHT_YELLOW_S + LIGHT_ALL_RED_S
+        cycle = phase * light.cycle_count
+        start_in_green = max(LIGHT_GREEN_S - max(hold_s, 0.0), 0.0)
+        offset = (light.cycle_index * phase + start_in_green - self._time_s) % cycle
+        for j, other in enumerate(self.town.lights):
+            if other.node_id == light.node_id:
+                self._light_offset[j] = offset
+        self._light_states = self._compute_light_states(self._time_s)
 
     def _nearest_crosswalk_s(self, s_m: float, within_m: float = 40.0) -> float:
         """Route distance of the crosswalk crossing the route nearest to `s_m`."""
@@ -357,7 +416,7 @@ class LiteSimulator:
                     continue
                 start_s = max(lane.length - max(4.0 * vspec.speed_mps, 20.0), 0.0)
                 conn = town.lanes[straight[0]]
-                self.traffic.add(
+                k = self.traffic.add(
                     [lane.id, conn.id, conn.successors[0]],
                     start_s,
                     0.0,
@@ -365,10 +424,17 @@ class LiteSimulator:
                     self._new_id(),
                     ignore_lights=True,
                     behaviour=BEHAVIOUR_WAITING,
-                    trigger_s=vspec.trigger_s_m if vspec.trigger_s_m is not None else 0.0,
+                    trigger_s=math.inf,  # fired by _time_red_light_runner
                     respawnable=False,
                 )
-                self._scripted_vehicles.append((self.traffic.n - 1, vspec))
+                self._scripted_vehicles.append((k, vspec))
+                # Distance the runner drives to the middle of the junction.
+                path_m = lane.length - start_s + conn.length / 2
+                self._runner_timing[k] = (float(self._route.s[i]) + conn.length / 2, path_m)
+                prior = [int(x) for x in self._route.lane_ids[:i] if x >= 0]
+                ego_lights = [lt.id for lt in town.lights if prior and prior[-1] in lt.lane_ids]
+                self._runner_ego_light[k] = ego_lights[0] if ego_lights else -1
+                self._runner_speed[k] = vspec.speed_mps
                 return
         raise WorldSpecError(
             f"red_light_runner at route_s_m={vspec.route_s_m}: the route enters no signalized "
@@ -536,7 +602,7 @@ class LiteSimulator:
                     self._ego_radius,
                     self._npc_radius[:n_npc],
                     self._ped_radius[:n_ped],
-                    self._prop_radius,
+                    self._prop_half_width,
                 ]
             ),
             owner=np.concatenate([[-1], np.arange(n_npc), self._minus_ones[: n_ped + n_prop]]),
@@ -553,11 +619,11 @@ class LiteSimulator:
                     self._ego_half_length,
                     self._npc_half_length[:n_npc],
                     self._ped_radius[:n_ped],
-                    self._prop_radius,
+                    self._prop_half_len,
                 ]
             ),
             yaw=np.concatenate(
-                [[self.ego.yaw], self.traffic.positions()[1], np.full(n_ped + n_prop, np.nan)]
+                [[self.ego.yaw], self.traffic.positions()[1], np.full(n_ped, np.nan), self.prop_yaw]
             ),
         )
 
@@ -591,8 +657,21 @@ class LiteSimulator:
         return -1
 
     def _scripted_triggers(self, progress: float) -> None:
+        dt = 1.0 / DECISION_HZ
+        ego_v = max(self.ego.speed, 0.0)
         for k, vspec in self._scripted_vehicles:
             name = f"{vspec.behaviour}@{vspec.route_s_m:g}"
+            if vspec.behaviour == "run_red_light":
+                self._time_red_light_runner(k, progress, ego_v)
+            elif not self.traffic.triggered[k] and vspec.pace_gap_m is not None:
+                # Route distance of the vehicle, advanced with its own speed (it drives
+                # along the route's lanes or beside them).
+                self._scripted_route_s[k] += float(self.traffic.v[k]) * dt
+                gap = self._scripted_route_s[k] - progress
+                pace = ego_v - 0.5 * (gap - vspec.pace_gap_m)  # too far ahead: slower
+                self.traffic.v_desired[k] = float(
+                    np.clip(pace, 0.0, max(vspec.speed_mps, ego_v + 3.0))
+                )
             fired = self.traffic.triggered[k]
             if fired and name not in self._active_events:
                 self._active_events.append(name)

@@ -258,14 +258,17 @@ def compile_scenario(scenario: Scenario, file: str = "<scenario>") -> WorldSpec:
         raise fail("map.town", str(exc)) from None
     r = scenario.route
     start_lane = r.start_lane if r.start_lane is not None else built.start_lane
-    route = RouteSpec(
-        waypoints=tuple(tuple(p) for p in r.waypoints),  # type: ignore[misc]
-        start=tuple(r.start) if r.start else None,  # type: ignore[arg-type]
-        end=tuple(r.end) if r.end else None,  # type: ignore[arg-type]
-        manoeuvres=tuple(r.manoeuvres),  # type: ignore[arg-type]
-        length_m=num(r.length_m),
-        start_lane_index=None if start_lane is None else integer(start_lane),
-    )
+    try:
+        route = RouteSpec(
+            waypoints=tuple(tuple(p) for p in r.waypoints),  # type: ignore[misc]
+            start=tuple(r.start) if r.start else None,  # type: ignore[arg-type]
+            end=tuple(r.end) if r.end else None,  # type: ignore[arg-type]
+            manoeuvres=tuple(r.manoeuvres),  # type: ignore[arg-type]
+            length_m=num(r.length_m),
+            start_lane_index=None if start_lane is None else integer(start_lane),
+        )
+    except (WorldSpecError, ValueError) as exc:
+        raise fail("route", str(exc)) from None
     try:
         weather = _weather(scenario.weather)
         base_values = weather.to_dict()

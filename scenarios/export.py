@@ -153,7 +153,7 @@ def _lead(ev: EventBase, obstacle_lead_m: float) -> float | None:
     if isinstance(ev, ConstructionZone | Accident | ParkedObstacle):
         return obstacle_lead_m
     if isinstance(ev, PedestrianCrossing) and ev.mode != "crosswalk":
-        return float(ev.trigger_distance_m)
+        return float(ev.trigger_distance_m)  # type: ignore[arg-type]  # concrete
     return None
 
 
@@ -226,7 +226,7 @@ def _scenario_element(
             param("direction", str(ev.side))
         else:  # the cutting car starts beside the ego, one lane towards `side`
             ax, ay, az, ayaw = line.at(at)
-            w = float(scenario.map.town.lane_width_m)
+            w = float(scenario.map.town.lane_width_m)  # type: ignore[arg-type]  # concrete
             # CARLA's right vector for yaw is (-sin, cos); left is its opposite.
             sign = 1.0 if ev.side == "right" else -1.0
             r = math.radians(ayaw)
@@ -317,7 +317,11 @@ def export_file(
     """Load a scenario file, sample its variations (or `n_variations`) and export them."""
     scenario = load_scenario(path)
     concrete = sample(scenario, n_variations, file=path)
-    return export_leaderboard_xml(concrete, town, waypoints, obstacle_lead_m=obstacle_lead_m)
+    try:
+        return export_leaderboard_xml(concrete, town, waypoints, obstacle_lead_m=obstacle_lead_m)
+    except ExportError as exc:
+        problem = exc.problems[0]
+        raise ExportError(problem.message, problem.field, str(path)) from None
 
 
 # ------------------------------------------------------------------ parse

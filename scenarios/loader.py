@@ -70,6 +70,9 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, Mark]]:
         raise ScenarioError(
             [Problem(file, 1, 1, "", f"cannot read file: {exc.strerror}")]
         ) from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ScenarioError([Problem(file, line, 1, "", f"not UTF-8 text: {exc.reason}")]) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -83,7 +86,36 @@ def read_yaml(path: Path) -> tuple[Any, dict[Path_, Mark]]:
         raise ScenarioError([Problem(file, 1, 1, "", f"invalid YAML: {exc}")]) from None
     if node is None:
         raise ScenarioError([Problem(file, 1, 1, "", "the file is empty")])
+    duplicates = _duplicate_keys(node, file)
+    if duplicates:
+        raise ScenarioError(duplicates)
     return data, _marks(node, file)
+
+
+def _duplicate_keys(node: yaml.Node, file: str, path: Path_ = ()) -> list[Problem]:
+    """YAML lets a later key silently replace an earlier one; a scenario file must not."""
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: set[Any] = set()
+        for key, value in node.value:
+            name = key.value
+            if name in seen:
+                mark = key.start_mark
+                problems.append(
+                    Problem(
+                        file,
+                        mark.line + 1,
+                        mark.column + 1,
+                        _dotted((*path, name)),
+                        "duplicate key",
+                    )
+                )
+            seen.add(name)
+            problems += _duplicate_keys(value, file, (*path, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, file, (*path, i))
+    return problems
 
 
 def _merge(base: Any, over: Any) -> Any:

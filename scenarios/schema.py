@@ -24,8 +24,11 @@ class Strict(BaseModel):
 
 
 # ----------------------------------------------------------------- distributions
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class Uniform(Strict):
-    uniform: tuple[float, float]
+    uniform: tuple[Finite, Finite]
 
     @field_validator("uniform")
     @classmethod
@@ -36,10 +39,10 @@ class Uniform(Strict):
 
 
 class NormalParams(Strict):
-    mean: float
-    std: float = Field(ge=0.0)
-    min: float | None = None
-    max: float | None = None
+    mean: Finite
+    std: Finite = Field(ge=0.0)
+    min: Finite | None = None
+    max: Finite | None = None
 
 
 class Normal(Strict):
@@ -53,8 +56,8 @@ class Choice(Strict):
 Distribution = Uniform | Normal | Choice
 T = TypeVar("T")
 # A field that is a value or a distribution of values.
-Num = float | Distribution
-NonNeg = Annotated[float, Field(ge=0.0)] | Distribution  # ranges apply to drawn values too
+Num = Finite | Distribution  # NaN and infinities are refused
+NonNeg = Annotated[float, Field(ge=0.0, allow_inf_nan=False)] | Distribution  # drawn values too
 Int = int | Choice | Uniform
 Side = Literal["left", "right"] | Choice
 
@@ -147,13 +150,13 @@ class WeatherFields(Strict):
                 )
         return v
 
-    @model_validator(mode="after")
-    def _ranges(self) -> WeatherFields:
-        for name, (low, high) in FIELD_RANGES.items():
-            value = getattr(self, name)
-            if isinstance(value, int | float) and not low <= value <= high:
-                raise ValueError(f"{name} = {value} is out of range [{low:g}, {high:g}]")
-        return self
+    @field_validator(*FIELD_RANGES, mode="after")
+    @classmethod
+    def _in_range(cls, value: Any, info: Any) -> Any:
+        low, high = FIELD_RANGES[info.field_name]
+        if isinstance(value, int | float) and not low <= value <= high:
+            raise ValueError(f"{info.field_name} = {value} is out of range [{low:g}, {high:g}]")
+        return value
 
     def values(self) -> dict[str, Any]:
         return {k: v for k, v in self.model_dump(exclude_none=True).items()}
@@ -295,7 +298,7 @@ class Scenario(Strict):
     description: str = ""
     tags: list[str] = Field(default_factory=list)
     extends: str | None = None
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     variations: int = Field(default=1, ge=1, le=1000)
     map: MapSpec = Field(default_factory=MapSpec)
     route: RouteDef = Field(default_factory=RouteDef)

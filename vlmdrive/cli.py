@@ -232,6 +232,55 @@ def scenario_preview(
     console.print(f"preview: {out}")
 
 
+@scenario_app.command("export")
+def scenario_export(
+    path: Annotated[Path, typer.Argument(help="Scenario file.")],
+    format: Annotated[
+        str, typer.Option("--format", help="Only 'leaderboard-xml'.")
+    ] = "leaderboard-xml",
+    town: Annotated[
+        str | None, typer.Option(help="CARLA town (default: the file's map.carla.town).")
+    ] = None,
+    waypoints: Annotated[
+        str | None,
+        typer.Option(
+            help="Route in CARLA world coordinates: 'x,y,z;x,y,z;...' (default: map.carla.waypoints)."
+        ),
+    ] = None,
+    n: Annotated[
+        int | None, typer.Option("-n", help="Variations to export (default: the file's).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the XML here instead of stdout.")] = None,
+) -> None:
+    """Export to Leaderboard 2.0 route XML for leaderboard_evaluator.py --routes."""
+    from scenarios.export import export_file
+    from scenarios.loader import ScenarioError
+
+    if format != "leaderboard-xml":
+        _fail(f"--format must be 'leaderboard-xml', got {format!r}")
+    points = None
+    if waypoints:
+        try:
+            points = [
+                tuple(float(v) for v in p.split(",")) for p in waypoints.split(";") if p.strip()
+            ]
+        except ValueError:
+            _fail(f"--waypoints must look like 'x,y,z;x,y,z', got {waypoints!r}")
+        if any(len(p) != 3 for p in points or []):
+            _fail("--waypoints: every point needs x,y,z")
+    try:
+        xml = export_file(path, n, town, points)
+    except ScenarioError as exc:
+        for problem in exc.problems:
+            console.print(str(problem), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(code=1) from None
+    if out is None:
+        print(xml)
+    else:
+        out.write_text(xml, encoding="utf-8")
+        console.print(f"routes: {out}")
+
+
 def main() -> None:
     app()
 

@@ -209,9 +209,7 @@ def test_trigger_points_lie_on_the_polyline(tmp_path: Path) -> None:
             distance = exported["params"].get("distance", 0.0)
             x, y, z, yaw = point_at(float(event.at_m) - distance)
             tp = exported["trigger_point"]
-            assert (tp["x"], tp["y"], tp["z"], tp["yaw"]) == pytest.approx(
-                (x, y, z, yaw), abs=2e-3
-            )
+            assert (tp["x"], tp["y"], tp["z"], tp["yaw"]) == pytest.approx((x, y, z, yaw), abs=2e-3)
     # the sampled construction zone moves with the variation
     xs = {r["scenarios"][0]["trigger_point"]["x"] for r in routes}
     assert len(xs) == 3
@@ -304,6 +302,10 @@ def test_stalled_vehicle_is_a_clear_error(tmp_path: Path) -> None:
     assert problem.field == "events[1]"
     assert "event 1" in problem.message and "stalled_vehicle" in problem.message
     assert "no Leaderboard 2.0 scenario type" in problem.message
+    path = write(tmp_path, text, "stalled.yaml")
+    with pytest.raises(ExportError, match="stalled_vehicle") as info:
+        export_file(path)
+    assert info.value.problems[0].file == str(path)
 
 
 def test_missing_waypoints_is_a_clear_error(tmp_path: Path) -> None:

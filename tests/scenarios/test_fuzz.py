@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scenarios.compile import compile_scenario
@@ -22,7 +22,6 @@ from scenarios.export import export_leaderboard_xml
 from scenarios.loader import ScenarioError, load_scenario
 from scenarios.sampler import sample
 from scenarios.schema import Scenario
-from sim.spec import WorldSpecError
 
 BASE = """\
 name: fuzz_base
@@ -130,23 +129,6 @@ def mutations(draw) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Bugs the fuzzer found in other modules (each pinned by a strict xfail test below). Inputs
-# that hit one are discarded instead of failing the property; when a bug is fixed, its xfail
-# test passes unexpectedly and fails the run: then delete the entry here.
-KNOWN_BUGS = {
-    "negative seed reaches numpy.random.default_rng in sampler.sample": lambda exc: (
-        type(exc) is ValueError and "expected non-negative integer" in str(exc)
-    ),
-    "RouteSpec WorldSpecError escapes compile_scenario (route.length_m out of range)": lambda exc: (
-        isinstance(exc, WorldSpecError) and str(exc).startswith("route.")
-    ),
-}
-
-
-def known_bug(exc: BaseException) -> bool:
-    return any(matches(exc) for matches in KNOWN_BUGS.values())
-
-
 def check_error(exc: ScenarioError) -> None:
     assert exc.problems
     for p in exc.problems:
@@ -187,33 +169,36 @@ def test_base_text_is_valid_and_runs() -> None:
 )
 @given(mutations())
 def test_mutated_yaml_gives_a_scenario_or_a_scenario_error(text: str) -> None:
-    try:
-        run_pipeline(text)
-    except Exception as exc:
-        assume(not known_bug(exc))
-        raise
+    run_pipeline(text)
 
 
-# ------------------------------------------------------------------ found by fuzzing
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="sampler: negative seed -> numpy error")
+# ------------------------------------------- regressions for bugs the fuzzer found
 def test_negative_seed_is_a_scenario_error() -> None:
     result = run_pipeline(BASE.replace("seed: 5", "seed: -1"))
-    assert isinstance(result, ScenarioError | Scenario)
+    assert isinstance(result, ScenarioError)
+    assert any(p.field == "seed" for p in result.problems)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=WorldSpecError, reason="compile: RouteSpec built outside the try"
-)
 @pytest.mark.parametrize("length", ["-5", "10", ".inf", ".nan"])
 def test_bad_route_length_is_a_scenario_error(length: str) -> None:
     result = run_pipeline(BASE.replace("length_m: 420", f"length_m: {length}"))
     assert isinstance(result, ScenarioError)
 
 
-@pytest.mark.xfail(strict=True, raises=UnicodeDecodeError, reason="loader: only OSError caught")
 def test_non_utf8_file_is_a_scenario_error() -> None:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "latin1.yaml"
         path.write_bytes("name: caf\xe9\n".encode("latin-1"))
-        with pytest.raises(ScenarioError):
+        with pytest.raises(ScenarioError, match="not UTF-8"):
             load_scenario(path)
+
+
+def test_duplicate_key_is_a_scenario_error() -> None:
+    result = run_pipeline(BASE.replace("seed: 5", "seed: 5\nseed: 6"))
+    assert isinstance(result, ScenarioError)
+    assert any(p.message == "duplicate key" and p.field == "seed" for p in result.problems)
+
+
+def test_nan_number_is_a_scenario_error() -> None:
+    result = run_pipeline(BASE.replace("length_m: 420", "length_m: .nan"))
+    assert isinstance(result, ScenarioError)

@@ -344,6 +344,7 @@ class LiteSimulator:
         junction_s, path_m = self._runner_timing[k]
         # The ego's arrival, assuming it keeps at least 80 % of the limit (it is usually
         # still accelerating when this matters); the runner re-times itself as it goes.
+        assert self._spec is not None  # only called between reset() and close()
         expected_v = max(ego_v, 0.8 * self._spec.speed_limit_at(progress), 3.0)
         t_ego = (junction_s - progress) / expected_v
         if self.traffic.triggered[k]:

@@ -47,6 +47,8 @@ from sim.weather import Weather, WeatherError
 CONE_SPACING_M = 3.0  # [m] between cones along a work zone
 NPC_HALF_WIDTH_M = 0.95  # [m] parked and crashed cars
 CUT_IN_PACE_GAP_M = 8.0  # [m] a cutter waits/paces this far ahead of the ego in its lane
+ONCOMING_BEFORE_M = 40.0  # [m] two-way events open the oncoming lane this far before...
+ONCOMING_AFTER_M = 30.0  # [m] ...and this far after their extent
 
 
 @dataclass
@@ -61,6 +63,9 @@ class Built:
     speed_zones: list[SpeedZone] = field(default_factory=list)
     start_lane: int | None = None  # lane index the route must start on
     needs_single_lane: bool = False  # two-way variants: one lane per direction
+    # Route stretches where the oncoming lane may be used (the Leaderboard's *TwoWays
+    # scenarios switch its wrong-direction check off while they run).
+    oncoming_zones: list[tuple[float, float]] = field(default_factory=list)
 
 
 def num(value: object) -> float:
@@ -102,13 +107,17 @@ def _construction(ev: ConstructionZone, b: Built) -> None:
     _lane_for(ev, b, bool(ev.two_way))
 
 
-def _lane_for(ev: EventBase, b: Built, two_way: bool) -> None:
+def _lane_for(ev: EventBase, b: Built, two_way: bool, extent_m: float = 20.0) -> None:
     """Put the ego on the lane the event closes, with a free lane beside it when the
-    road has one (one-way variants) or alone in its direction (two-way variants)."""
+    road has one (one-way variants) or alone in its direction (two-way variants, which
+    open the oncoming lane from ONCOMING_BEFORE_M before the event to ONCOMING_AFTER_M
+    after its `extent_m`)."""
     side = str(getattr(ev, "side", "right"))
     if two_way:
         b.needs_single_lane = True
         b.start_lane = 0
+        s = num(ev.at_m)
+        b.oncoming_zones.append((max(s - ONCOMING_BEFORE_M, 0.0), s + extent_m + ONCOMING_AFTER_M))
     elif b.lanes_per_direction >= 2:
         b.start_lane = b.lanes_per_direction - 1 if side == "right" else 0
 
@@ -122,7 +131,7 @@ def _accident(ev: Accident, b: Built) -> None:
         b.props.append(
             PropSpec("parked_vehicle", s + 6.5 * k, 0.4 * sg * (k % 2), yaw, bgr=(40, 40, 150))
         )
-    _lane_for(ev, b, bool(ev.two_way))
+    _lane_for(ev, b, bool(ev.two_way), 6.5 * integer(ev.vehicles))
 
 
 def _parked(ev: ParkedObstacle, b: Built) -> None:
@@ -293,6 +302,7 @@ def compile_scenario(scenario: Scenario, file: str = "<scenario>") -> WorldSpec:
             pedestrians=tuple(built.pedestrians),
             vehicles=tuple(built.vehicles),
             speed_zones=tuple(built.speed_zones),
+            oncoming_zones=tuple(built.oncoming_zones),
             timeout_s=None
             if scenario.criteria.timeout_s is None
             else num(scenario.criteria.timeout_s),

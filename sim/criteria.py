@@ -107,8 +107,10 @@ class RouteCriteria:
         speed_limit_mps: float,
         ego_half_length_m: float,
         timeout_s: float | None = None,
+        oncoming_zones: tuple[tuple[float, float], ...] = (),
     ) -> None:
         self.route = route
+        self.oncoming_zones = oncoming_zones
         self.speed_limit_mps = speed_limit_mps
         self.ego_half_length_m = ego_half_length_m
         self.fixed_timeout_s = timeout_s
@@ -259,6 +261,8 @@ class RouteCriteria:
                 math.degrees(math.remainder(lane.lane_heading - self.route.yaw[idx], 2 * math.pi))
             )
             wrong = angle > WRONG_LANE_ANGLE_DEG
+            if wrong and any(a <= self._s[idx] <= b for a, b in self.oncoming_zones):
+                wrong = False  # a two-way scenario has switched the check off here
         outside = not lane.on_driving_lane and not lane.in_junction
         if outside or wrong:
             self.outside_m += step

@@ -14,7 +14,7 @@ from sim.control import RoadOption, VehicleControl
 from sim.criteria import RouteStatus
 from sim.geometry import Transform
 from sim.ground_truth import GroundTruth, InfractionEvent
-from sim.route import Route
+from sim.route import LaneLayout, Route
 from sim.sensors import SensorSpec
 from sim.spec import WorldSpec
 
@@ -49,6 +49,9 @@ class Simulator(Protocol):
         self,
     ) -> tuple[list[tuple[dict, RoadOption]], list[tuple[Transform, RoadOption]]]:
         """(`global_plan_gps`, `global_plan_world_coord`), downsampled like the Leaderboard."""
+
+    def lane_layout(self) -> LaneLayout:
+        """Lateral room beside the route (same-direction and oncoming lanes) per route point."""
 
     def ground_truth(self) -> GroundTruth: ...
 

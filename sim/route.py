@@ -106,3 +106,26 @@ class Route:
     def yaw_at(self, s_m: float) -> float:
         i = int(np.clip(np.searchsorted(self.s, s_m), 0, len(self.s) - 1))
         return float(self.yaw[i])
+
+
+@dataclass(frozen=True)
+class LaneLayout:
+    """The lateral room beside the route, per dense route point (arrays of length N).
+
+    The rules module plans passes from this: how many same-direction lanes lie left and
+    right of the route lane, and whether an oncoming lane lies directly left (a two-way
+    road). Inside junctions all counts are 0 and `left_opposite` is False (no passing).
+    """
+
+    width_m: np.ndarray  # (N,) [m] width of the route lane
+    left_same: np.ndarray  # (N,) int, same-direction lanes to the left
+    right_same: np.ndarray  # (N,) int, same-direction lanes to the right
+    left_opposite: np.ndarray  # (N,) bool, an oncoming lane directly left of the leftmost lane
+
+    def __post_init__(self) -> None:
+        n = len(self.width_m)
+        for name in ("width_m", "left_same", "right_same", "left_opposite"):
+            if np.shape(getattr(self, name)) != (n,):
+                raise ValueError(
+                    f"LaneLayout.{name} must be ({n},), got {np.shape(getattr(self, name))}"
+                )

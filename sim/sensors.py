@@ -185,5 +185,5 @@ def default_sensor_suite(width: int = 256, height: int = 128) -> list[dict]:
             "pitch": 0.0,
             "yaw": 0.0,
         },
-        {"type": SPEEDOMETER, "id": "speed", "reading_frequency": 20},
+        {"type": SPEEDOMETER, "id": "speedometer", "reading_frequency": 20},
     ]

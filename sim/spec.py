@@ -131,6 +131,9 @@ class WorldSpec:
     pedestrians: tuple[PedestrianSpec, ...] = ()
     vehicles: tuple[VehicleSpec, ...] = ()
     speed_zones: tuple[SpeedZone, ...] = ()
+    # [m] (start, end) route stretches where driving in the oncoming lane is no infraction:
+    # the Leaderboard's *TwoWays scenarios run `SwitchWrongDirectionTest(False)`.
+    oncoming_zones: tuple[tuple[float, float], ...] = ()
     timeout_s: float | None = None  # None: the Leaderboard's route timeout rule
     name: str = "world"
 

@@ -45,7 +45,7 @@ from sim.lite.traffic import (
     Traffic,
 )
 from sim.protocol import FIXED_DELTA_SECONDS, SensorData
-from sim.route import Route
+from sim.route import LaneLayout, Route
 from sim.sensors import (
     CAMERA,
     GNSS,
@@ -128,12 +128,14 @@ class LiteSimulator:
         self._sensors: list[SensorSpec] = []
         self._renderers: dict[str, Any] = {}
         self._events: list[InfractionEvent] = []
+        self._layout: LaneLayout | None = None
 
     # ----------------------------------------------------------------- reset
     def reset(self, spec: WorldSpec, seed: int) -> None:
         if not isinstance(spec, WorldSpec):
             raise TypeError(f"reset() needs a WorldSpec, got {type(spec).__name__}")
         self._spec = spec
+        self._layout = None
         self.seed = int(seed)
         self.town = build_town(spec.town, self.seed)
         self._route = RoutePlanner(self.town, GEO_REFERENCE).plan(
@@ -184,7 +186,11 @@ class LiteSimulator:
             np.array([self.ego.x, self.ego.y]),
         )
         self.criteria = RouteCriteria(
-            self._route, spec.town.speed_limit_kmh / 3.6, MKZ_LENGTH_M / 2.0, spec.timeout_s
+            self._route,
+            spec.town.speed_limit_kmh / 3.6,
+            MKZ_LENGTH_M / 2.0,
+            spec.timeout_s,
+            spec.oncoming_zones,
         )
         self._light_states = self._compute_light_states(0.0)
         if self._sensors:
@@ -908,6 +914,34 @@ class LiteSimulator:
     @property
     def sensors(self) -> list[SensorSpec]:
         return list(self._sensors)
+
+    def lane_layout(self) -> LaneLayout:
+        """Lateral room beside the route (see `sim.route.LaneLayout`), from the town's lanes."""
+        if self._layout is not None:
+            return self._layout
+        ids = self._route.lane_ids
+        n = len(ids)
+        width = np.full(n, self.town.spec.lane_width_m)
+        left = np.zeros(n, np.int64)
+        right = np.zeros(n, np.int64)
+        opposite = np.zeros(n, bool)
+        per_dir = self.town.spec.lanes_per_direction
+        last = -1
+        for j in range(n):
+            lane_id = int(ids[j]) if ids[j] >= 0 else last  # mid lane change: the lane left
+            last = lane_id
+            if lane_id < 0:
+                continue
+            lane = self.town.lanes[lane_id]
+            if lane.road_id < 0:  # junction or bend connector
+                continue
+            width[j] = lane.width
+            left[j] = lane.index
+            right[j] = per_dir - 1 - lane.index
+            road = self.town.roads[lane.road_id]
+            opposite[j] = lane.index == 0 and bool(road.lanes_ab) and bool(road.lanes_ba)
+        self._layout = LaneLayout(width, left, right, opposite)
+        return self._layout
 
     def ground_truth(self) -> GroundTruth:
         npc_xy, npc_yaw = self.traffic.positions()

@@ -281,6 +281,16 @@ def scenario_export(
         console.print(f"routes: {out}")
 
 
+def _register_subcommands() -> None:
+    from vlmdrive import cli_eval, cli_report
+
+    cli_eval.register(app)
+    cli_report.register(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     app()
 

@@ -682,6 +682,10 @@ class LiteSimulator:
             fired = self.traffic.triggered[k]
             if fired and name not in self._active_events:
                 self._active_events.append(name)
+                if vspec.pace_gap_m is not None:
+                    # Pacing ends with the trigger: once its manoeuvre is done it drives
+                    # like background traffic (up to its lane's limit).
+                    self.traffic.v_desired[k] = math.inf
                 if vspec.behaviour == "cut_in":
                     self._cut_in(k)
         n_ped_fired = int(

@@ -34,6 +34,7 @@ DT_S = 0.5  # [s] trajectory time step
 NUM_POSES = 8  # trajectory length: 8 x 0.5 s = 4 s
 SIM_DT_S = 0.1  # [s] integration step of the speed profile
 DRY_FRICTION = 0.9  # [-] friction the acceleration limits are quoted for
+PASS_SPEED_MPS = 8.0  # [m/s] speed assumed for a pass in the oncoming lane
 ENTRY_BLEND_M = 6.0  # [m] the path joins the lateral reference from the ego over this
 
 
@@ -60,13 +61,13 @@ class RulesConfig:
     pass_lookahead_min_m: float = 25.0  # [m] ...but at least this far
     pass_rear_gap_m: float = 8.0  # [m] free gap behind in the target lane
     pass_return_m: float = 6.0  # [m] beyond the blockage's end before returning
-    oncoming_margin_s: float = 4.0  # [s] spare time to oncoming traffic during a pass
+    oncoming_margin_s: float = 2.5  # [s] spare time to oncoming traffic during a pass
     visibility_reaction_s: float = 0.5  # [s] in "stop within sight"
     min_visibility_speed_mps: float = 4.0  # [m/s] fog never forces a slower crawl...
     min_visibility_fraction: float = 0.85  # [-] ...nor less than this share of the limit
-    blend_time_s: float = 2.2  # [s] lateral blend length = speed x this...
+    blend_time_s: float = 2.5  # [s] lateral blend length = speed x this...
     blend_min_m: float = 10.0  # [m] ...within these bounds
-    blend_max_m: float = 28.0  # [m]
+    blend_max_m: float = 60.0  # [m]
 
     @classmethod
     def from_dict(cls, values: dict) -> RulesConfig:
@@ -179,7 +180,13 @@ class RulePlanner:
         if kind != "vehicle":
             return False
         since = self._still_since.get(int(view.obstacle_id[i]))
-        return since is not None and self._now - since >= self.config.stalled_after_s
+        if since is None:
+            return False
+        # A standing vehicle the scenario placed (stalled car, wreck) is known to stay: pass
+        # it at once. Anything else must first stand still long enough (not a queue).
+        if view.obstacle_scenario[i]:
+            return True
+        return self._now - since >= self.config.stalled_after_s
 
     def _project(self, path: np.ndarray, s: np.ndarray, pts: np.ndarray):
         """(along [m], lateral [m] left of the path) of points (K, 2) on `path`."""
@@ -254,8 +261,7 @@ class RulePlanner:
         in_lane = (np.abs(lat - offset) < half).any(axis=1)
         a_min, a_max = along.min(axis=1), along.max(axis=1)
         v_along = self._along_speed(view, idx)
-        v_ego = max(view.speed_mps, cfg.min_planning_speed_mps)
-        pass_time = (end + cfg.pass_return_m + view.ego_size[0]) / max(min(v_ego, 8.0), 3.0)
+        pass_time = self._pass_time(view, end + cfg.pass_return_m + view.ego_size[0])
         for i in np.nonzero(in_lane)[0]:
             if view.obstacle_kind[i] == "pedestrian":
                 if a_max[i] > -2.0 and a_min[i] < end + 10.0:
@@ -278,6 +284,18 @@ class RulePlanner:
             elif a_min[i] < end + 5.0 and v_along[i] < 2.0:
                 return False
         return True
+
+    def _pass_time(self, view: ObstacleView, distance_m: float) -> float:
+        """[s] to cover `distance_m` accelerating from the current speed up to the pass
+        speed (the limit, at most PASS_SPEED_MPS)."""
+        a = self.config.accel_mps2
+        v0 = max(view.speed_mps, 0.0)
+        v1 = max(min(float(view.speed_limit_mps[0]), PASS_SPEED_MPS), v0, 1.0)
+        ramp_t = (v1 - v0) / a
+        ramp_d = (v0 + v1) / 2.0 * ramp_t
+        if ramp_d >= distance_m:
+            return (-v0 + math.sqrt(v0 * v0 + 2.0 * a * distance_m)) / a
+        return ramp_t + (distance_m - ramp_d) / v1
 
     def _lane_offset(self, view: ObstacleView, hazards: set[str]) -> float:
         cfg = self.config

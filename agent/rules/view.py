@@ -20,7 +20,9 @@ from sim.route import LaneLayout, Route
 
 ROUTE_STEP_M = 1.0  # [m] spacing of the route ahead
 ROUTE_BEHIND_M = 10.0  # [m] how far back the ego's projection is searched
-OBSTACLE_RANGE_M = 90.0  # [m] obstacles farther than this are left out
+OBSTACLE_RANGE_M = (
+    140.0  # [m] obstacles farther than this are left out (oncoming passes need ~10 s of view)
+)
 LIGHT_RANGE_M = 70.0  # [m] traffic lights farther along the route are left out
 LIGHT_HEADING_COS = 0.7  # [-] a light governs the route if its lanes point along it
 
@@ -92,7 +94,7 @@ def view_from_ground_truth(
     route: Route,
     layout: LaneLayout,
     speed_limit_at=None,
-    horizon_m: float = 100.0,
+    horizon_m: float = 140.0,
 ) -> ObstacleView:
     """The privileged view: ground truth of the simulator, for the expert and the shield.
 

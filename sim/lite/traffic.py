@@ -30,6 +30,8 @@ PATH_CAPACITY = 600  # points stored per NPC path
 WINDOW = 24  # look-ahead samples
 WINDOW_STRIDE = 2  # [points] between samples: 48 m of look-ahead
 DECISION_HZ = 5.0  # NPC perception/decision rate (0.2 s reaction); motion integrates every tick
+ONCOMING_STANDOFF_M = 15.0  # [m] extra gap left to the ego coming head-on in the lane
+HEAD_ON_COS = -0.95  # [-] "head-on": headings within ~18 deg of opposite
 HARD_BRAKE_HOLD_S = 2.0  # [s] standstill after a scripted hard brake
 IDM_MAX_ACCEL_MPS2 = 2.0  # [m/s^2] a
 IDM_COMFORT_DECEL_MPS2 = 3.0  # [m/s^2] b
@@ -378,6 +380,15 @@ class Traffic:
                     near_i, near_j, hit = near_i[has], near_j[has], hit[has]
                     first = np.argmax(hit, axis=1)
                     g = dist_ahead[near_i, first] - NPC_LENGTH_M / 2 - obstacles.half_length[near_j]
+                    if obstacles.yaw is not None:
+                        # The ego coming head-on in this lane (passing something in its own
+                        # lane) gets room to finish its pass and pull back in. Obstacle 0
+                        # is the ego (see LiteSimulator._obstacles).
+                        rel = obstacles.yaw[near_j] - own_yaw[near_i]
+                        head_on = (near_j == 0) & (
+                            np.nan_to_num(np.cos(rel), nan=1.0) < HEAD_ON_COS
+                        )
+                        g = np.where(head_on, g - ONCOMING_STANDOFF_M, g)
                     g = np.maximum(g, 0.0)
                     # Per NPC, the nearest obstacle in its corridor is its IDM leader.
                     order = np.lexsort((g, near_i))

@@ -61,6 +61,8 @@ from sim.spec import VehicleSpec, WorldSpec, WorldSpecError
 from sim.weather import GRAVITY_MPS2
 
 EGO_ID = 1
+STUCK_AT_PROP_S = 8.0  # [s] a background NPC standing this long next to a prop is removed...
+STUCK_PROP_RADIUS_M = 12.0  # [m] ...when a prop is this close (it waits at a closed lane)
 EGO_TYPE_ID = "vehicle.lincoln.mkz_2020"
 GEO_REFERENCE = GeoReference(lat_ref=42.0, lon_ref=2.0)  # the Leaderboard's default
 LIGHT_GREEN_S = 10.0  # [s] per approach, CARLA's default cycle
@@ -180,6 +182,7 @@ class LiteSimulator:
         for pspec in spec.pedestrians:
             self._add_scripted_pedestrian(pspec)
         self._spawn_background_vehicles(spec.num_vehicles)
+        self._npc_still_s = np.zeros(self.traffic.n)
         self.pedestrians.spawn_background(
             spec.num_pedestrians,
             [self._new_id() for _ in range(spec.num_pedestrians)],
@@ -470,6 +473,26 @@ class LiteSimulator:
             self.traffic.add([lane.id], s, 0.0 if near_stop else v_des * 0.5, v_des, self._new_id())
             taken.append(p)
 
+    def _stuck_behind_props(self) -> list[int]:
+        """Background NPCs that have stood for STUCK_AT_PROP_S within STUCK_PROP_RADIUS_M of
+        a prop: a closed lane they cannot pass (NPCs do not overtake). Like the
+        Leaderboard's scenarios clearing the road ahead, they are taken away."""
+        period = 1.0 / DECISION_HZ
+        still = (self.traffic.v < 0.1) & self.traffic.respawnable
+        if len(self._npc_still_s) != len(still):
+            self._npc_still_s = np.zeros(len(still))
+        self._npc_still_s = np.where(still, self._npc_still_s + period, 0.0)
+        if not self._n_props or not (self._npc_still_s > STUCK_AT_PROP_S).any():
+            return []
+        xy, _ = self.traffic.positions()
+        out = []
+        for k in np.nonzero(self._npc_still_s > STUCK_AT_PROP_S)[0]:
+            d = np.linalg.norm(self.prop_xy[: self._n_props] - xy[k], axis=1)
+            if d.min() < STUCK_PROP_RADIUS_M:
+                out.append(int(k))
+                self._npc_still_s[k] = 0.0
+        return out
+
     def _respawn(self, k: int) -> None:
         ego = np.array([self.ego.x, self.ego.y])
         lanes = [lane for lane in self.town.lanes if lane.road_id >= 0 and lane.length > 15.0]
@@ -592,6 +615,8 @@ class LiteSimulator:
         self._scripted_triggers(progress)
         for k in np.nonzero(self.traffic.dead_ended())[0]:
             self._respawn(int(k))
+        for k in self._stuck_behind_props():
+            self._respawn(k)
         if len(self.town.lights):
             # The red-light rule looks 15 m around the ego; the ego covers < 10 m between
             # decisions, so lights within 30 m now are all it can need until the next one.

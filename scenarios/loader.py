@@ -250,13 +250,13 @@ def load_suite(path: str | Path) -> list[SuiteItem]:
     suite YAML (`suite:` with `scenarios: [{file, repetitions}]`), or one scenario file.
     Problems from every file are collected before raising."""
     path = Path(path)
-    entries: list[tuple[Path, int]] = []
+    entries: list[tuple[Path, int, int | None]] = []
     problems: list[Problem] = []
     if path.is_dir():
         for f in sorted(path.glob("*.yaml")):
             if f.name.startswith("_") or f.name == "suite.yaml":
                 continue
-            entries.append((f, 1))
+            entries.append((f, 1, None))
     elif path.is_file():
         data, marks = read_yaml(path)
         if isinstance(data, dict) and "suite" in data:
@@ -271,17 +271,22 @@ def load_suite(path: str | Path) -> list[SuiteItem]:
                     problems.append(
                         Problem(*mark, f"scenarios[{i}].file", f"no such file {entry.file!r}")
                     )
-                entries.append((f, entry.repetitions))
+                entries.append((f, entry.repetitions, entry.variations))
         else:
-            entries.append((path, 1))
+            entries.append((path, 1, None))
     else:
         raise ScenarioError([Problem(str(path), 1, 1, "", "no such file or folder")])
     items = []
-    for f, reps in entries:
+    for f, reps, variations in entries:
         if not f.is_file():
             continue
         try:
-            items.append(SuiteItem(f, load_scenario(f), reps))
+            scenario = load_scenario(f)
+            if variations is not None:
+                scenario = scenario.model_copy(
+                    update={"variations": min(variations, scenario.variations)}
+                )
+            items.append(SuiteItem(f, scenario, reps))
         except ScenarioError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -311,6 +311,9 @@ class Scenario(Strict):
 class SuiteEntry(Strict):
     file: str
     repetitions: int = Field(default=1, ge=1, le=100)
+    variations: int | None = Field(
+        default=None, ge=1, le=1000, description="run only the first N variations of the file"
+    )
 
 
 class Suite(Strict):

@@ -83,45 +83,43 @@ def render(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/demo"),
-    seconds: Annotated[float, typer.Option(help="Length of each drive [s] of game time.")] = 25.0,
+    agent: Annotated[str, typer.Option(help="Agent: 'expert' or a Leaderboard agent file.")] = (
+        "expert"
+    ),
+    agent_config: Annotated[str, typer.Option(help="The agent's config file.")] = "",
+    workers: Annotated[int, typer.Option(help="Ray workers (routes in parallel).")] = 2,
+    record: Annotated[bool, typer.Option(help="Write one video per route.")] = True,
 ) -> None:
-    """Headless drives in the embedded simulator under three weathers: mp4 + PNG stills."""
-    import time
+    """Headless Leaderboard-style evaluation on the demo suite, then the HTML report.
 
-    from rich.table import Table
+    The best available agent: the privileged expert until a trained checkpoint ships.
+    """
+    from scenarios.loader import ScenarioError
+    from sim.evaluate import EvaluationError, details_path, evaluate
+    from sim.report import write_report
+    from vlmdrive.cli_eval import summary_table
 
-    from sim.lite.autopilot import RouteFollower
-    from sim.lite.recording import record_drive
-    from sim.lite.world import LiteSimulator
-    from sim.sensors import default_sensor_suite
-
-    drives = [
-        ("ClearNoon", 1, "urban"),
-        ("HardRainNight", 3, "urban"),
-        ("ClearSunset", 2, "highway"),
-    ]
-    table = Table(title="vlmdrive demo: embedded simulator, privileged route follower")
-    for col in ("drive", "ticks", "sim s / wall s", "route %", "infractions", "video"):
-        table.add_column(col)
-    for weather, seed, town in drives:
-        sim = LiteSimulator()
-        sim.reset(_world(weather, seed, town, 500.0, 20, 10), seed)
-        sim.setup_sensors(default_sensor_suite(512, 256))
-        start = time.perf_counter()
-        rec = record_drive(
-            sim, RouteFollower(sim), seconds, out, f"{town}_{weather}_seed{seed}", "rgb_front"
+    suite = Path(__file__).resolve().parent.parent / "scenarios" / "library" / "demo" / "suite.yaml"
+    results_path = out / "results.json"
+    try:
+        results = evaluate(
+            agent,
+            agent_config,
+            suite,
+            out=results_path,
+            workers=workers,
+            record=out / "videos" if record else None,
         )
-        wall = time.perf_counter() - start
-        table.add_row(
-            f"{town} {weather} seed {seed}",
-            str(rec.frames),
-            f"{sim.time_s / wall:.1f}x",
-            f"{sim.route_status.completion:.1f}",
-            str(len(rec.events)),
-            str(rec.video),
-        )
-    console.print(table)
-    console.print(f"stills and videos in {out.resolve()}")
+    except (ScenarioError, EvaluationError) as exc:
+        _fail(str(exc))
+        raise typer.Exit(code=2) from None
+    import json
+
+    summary = json.loads(details_path(results_path).read_text())["summary"]
+    console.print(summary_table(results, summary))
+    report = write_report(results_path, out / "report")
+    console.print(f"results: {results_path.resolve()}")
+    console.print(f"report:  {report.resolve()}")
 
 
 scenario_app = typer.Typer(no_args_is_help=True, help="Edge-case scenarios in YAML.")

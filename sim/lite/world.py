@@ -615,8 +615,8 @@ class LiteSimulator:
         self._scripted_triggers(progress)
         for k in np.nonzero(self.traffic.dead_ended())[0]:
             self._respawn(int(k))
-        for k in self._stuck_behind_props():
-            self._respawn(k)
+        for stuck in self._stuck_behind_props():
+            self._respawn(stuck)
         if len(self.town.lights):
             # The red-light rule looks 15 m around the ego; the ego covers < 10 m between
             # decisions, so lights within 30 m now are all it can need until the next one.

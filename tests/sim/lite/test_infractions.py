@@ -359,3 +359,20 @@ def test_obb_empty() -> None:
     assert obb_overlap(
         np.zeros(2), 0.0, np.ones(2), np.zeros((0, 2)), np.zeros(0), np.zeros((0, 2))
     ).shape == (0,)
+
+
+def test_oncoming_lane_inside_a_two_way_zone_is_not_outside_route_lanes() -> None:
+    """The Leaderboard's *TwoWays scenarios switch the wrong-direction check off."""
+    from sim.criteria import LaneQuery, RouteCriteria
+    from sim.geometry import GeoReference
+    from sim.route import Route
+
+    n = 201
+    pts = np.stack([np.arange(n, dtype=float), np.zeros(n)], axis=1)
+    route = Route(pts, np.zeros(n), np.full(n, 4), GeoReference(), np.zeros(n, np.int64))
+    wrong_way = LaneQuery(on_driving_lane=True, in_junction=False, lane_heading=np.pi)
+    for zones, expected in (((), 100.0), (((0.0, 200.0),), 0.0)):
+        crit = RouteCriteria(route, 10.0, 2.4, oncoming_zones=zones)
+        for k in range(1, 150):
+            crit.update(k, k * 0.05, np.array([k * 0.5, 0.0]), 0.0, 10.0, wrong_way, [], [])
+        assert crit.status.outside_lanes_pct == expected

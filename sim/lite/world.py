@@ -61,6 +61,8 @@ from sim.spec import VehicleSpec, WorldSpec, WorldSpecError
 from sim.weather import GRAVITY_MPS2
 
 EGO_ID = 1
+CUT_IN_MIN_M = 12.0  # [m] a cut-in merges over at least this distance...
+CUT_IN_TIME_S = 1.5  # [s] ...plus this long at its speed
 STUCK_AT_PROP_S = 8.0  # [s] a background NPC standing this long next to a prop is removed...
 STUCK_PROP_RADIUS_M = 12.0  # [m] ...when a prop is this close (it waits at a closed lane)
 EGO_TYPE_ID = "vehicle.lincoln.mkz_2020"
@@ -724,11 +726,13 @@ class LiteSimulator:
                 self._active_events.append(name)
 
     def _cut_in(self, k: int) -> None:
-        """Re-path NPC k from its lane into the route lane beside it over ~15 m."""
+        """Re-path NPC k from its lane into the route lane beside it, over CUT_IN_MIN_M
+        plus CUT_IN_TIME_S of its speed (a lane change takes time, not distance)."""
         xy, yaw = self.traffic.positions()
         here = xy[k]
         s_route = pl.project(self._route.points, self._route.s, here)[0]
-        lane_id, s_lane = self._route_lane_at(min(s_route + 15.0, self._route.length_m))
+        merge_m = CUT_IN_MIN_M + CUT_IN_TIME_S * float(self.traffic.v[k])
+        lane_id, s_lane = self._route_lane_at(min(s_route + merge_m, self._route.length_m))
         lane = self.town.lanes[lane_id]
         target = lane.point_at(s_lane)
         merge = pl.bezier(here, float(yaw[k]), target, lane.heading_at(s_lane))

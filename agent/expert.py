@@ -43,9 +43,9 @@ class ExpertDriver:
 
     def step(self, simulator) -> VehicleControl:
         gt = simulator.ground_truth()
-        spec = getattr(simulator, "_spec", None)
-        limit_at = spec.speed_limit_at if spec is not None else None
-        view = view_from_ground_truth(gt, simulator.route, simulator.lane_layout(), limit_at)
+        view = view_from_ground_truth(
+            gt, simulator.route, simulator.lane_layout(), simulator.speed_limit_at
+        )
         plan = self.planner.plan(view, gt.time_s)
         self.last_plan = plan
         return self.tracker.control(plan.trajectory, view.speed_mps)

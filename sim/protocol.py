@@ -53,6 +53,9 @@ class Simulator(Protocol):
     def lane_layout(self) -> LaneLayout:
         """Lateral room beside the route (same-direction and oncoming lanes) per route point."""
 
+    def speed_limit_at(self, route_s_m: float) -> float:
+        """[m/s] the speed limit at a route distance (scenario speed zones included)."""
+
     def ground_truth(self) -> GroundTruth: ...
 
     @property

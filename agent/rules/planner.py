@@ -115,6 +115,7 @@ class RulePlanner:
     _blend_to: float = 0.0
     _blend_start_m: float = 0.0
     _blend_length_m: float = 1.0
+    _now: float = 0.0  # [s] time of the current plan (set by `plan`)
 
     def reset(self) -> None:
         self._still_since.clear()

@@ -919,6 +919,10 @@ class LiteSimulator:
         """[m/s] the town's speed limit."""
         return self._spec.town.speed_limit_kmh / 3.6 if self._spec else 0.0
 
+    def speed_limit_at(self, route_s_m: float) -> float:
+        """[m/s] the limit at a route distance (the town's, lowered in speed zones)."""
+        return self._spec.speed_limit_at(route_s_m) if self._spec else 0.0
+
     @property
     def frame(self) -> int:
         return self._frame

@@ -14,6 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from sim import scoring
 from sim.ground_truth import INFRACTION_KEYS, InfractionEvent
 from sim.lite.autopilot import RouteFollower
 from sim.lite.town import TownSpec
@@ -30,23 +31,7 @@ from sim.spec import RouteSpec, WorldSpec
 from vlmdrive.cli_report import register
 
 EVIL = '<script>alert("pwned")</script> & "quotes"'
-LABELS = [
-    "Avg. driving score",
-    "Avg. route completion",
-    "Avg. infraction penalty",
-    "Collisions with pedestrians",
-    "Collisions with vehicles",
-    "Collisions with layout",
-    "Red lights infractions",
-    "Stop sign infractions",
-    "Off-road infractions",
-    "Route deviations",
-    "Route timeouts",
-    "Agent blocked",
-    "Yield emergency vehicles infractions",
-    "Scenario timeouts",
-    "Min speed infractions",
-]
+LABELS = list(scoring.LABELS)
 
 
 def _record(i: int, status: str, scores: tuple[float, float, float], infractions=None) -> dict:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from scenarios.schema import Scenario, Suite
 
 Mark = tuple[str, int, int]  # file, line (1-based), column (1-based)
 Path_ = tuple[Any, ...]
+T = TypeVar("T", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,9 @@ def _dotted(path: Path_) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
 
 
-def _problems(exc: ValidationError, marks: dict[Path_, Mark], file: str) -> list[Problem]:
+def _problems(
+    exc: ValidationError, marks: dict[Path_, Mark], file: str, schema: str = "scenario"
+) -> list[Problem]:
     """One problem per data path. Errors from the members of a union (a value that is
     neither a number nor any distribution) are folded into one message; a missing field
     is named after the mapping that lacks it."""
@@ -192,7 +195,9 @@ def _problems(exc: ValidationError, marks: dict[Path_, Mark], file: str) -> list
         mark = marks.get(reached, (file, 1, 1))
         real = [e for e in errs if e["type"] != "missing"]
         if real:
-            problems.append(Problem(mark[0], mark[1], mark[2], _dotted(reached), _message(real)))
+            problems.append(
+                Problem(mark[0], mark[1], mark[2], _dotted(reached), _message(real, schema))
+            )
             continue
         for missing_err in errs:  # only missing fields: each one is its own problem
             missing = (*reached, missing_err["loc"][-1])
@@ -202,12 +207,12 @@ def _problems(exc: ValidationError, marks: dict[Path_, Mark], file: str) -> list
     return sorted(problems, key=lambda p: (p.file, p.line, p.column))
 
 
-def _message(errs: list[dict]) -> str:
+def _message(errs: list[dict], schema: str = "scenario") -> str:
     """One message per field; a value no union member accepts gets one combined line."""
     if len(errs) == 1:
         err = errs[0]
         if err["type"] == "extra_forbidden":
-            return "unknown field (not part of the scenario schema)"
+            return f"unknown field (not part of the {schema} schema)"
         if err["type"] == "missing":
             return "required field is missing"
         return str(err["msg"]).removeprefix("Value error, ")
@@ -292,3 +297,14 @@ def load_suite(path: str | Path) -> list[SuiteItem]:
     if problems:
         raise ScenarioError(problems)
     return items
+
+
+def load_typed_yaml(path: str | Path, model: type[T], schema: str) -> T:
+    """Any YAML file validated by a pydantic model (configs: training, agent), with the
+    same file:line:column problems as scenarios. Raises ScenarioError."""
+    path = Path(path)
+    data, marks = read_yaml(path)
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        raise ScenarioError(_problems(exc, marks, str(path), schema)) from None

@@ -1,0 +1,1 @@
+"""The learned driving model: camera encoder, perception head, truncated-diffusion planner."""

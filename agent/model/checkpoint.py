@@ -1,0 +1,89 @@
+"""Saving and loading the driving model: safetensors weights + the typed config, never pickle.
+
+A checkpoint directory:
+    model.safetensors   DriveModel weights (the k-means anchors are a buffer inside)
+    model.yaml          {"model": ModelConfig, "meta": {...training summary...}}
+    vlm/                the reasoner: a Hugging Face image-text-to-text model directory
+                        (+ reasoner heads), loadable by AutoModelForImageTextToText
+    README.md           the model card
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from agent.model.config import ModelConfig
+from agent.model.drive_model import DriveModel
+
+WEIGHTS = "model.safetensors"
+CONFIG = "model.yaml"
+VLM_DIR = "vlm"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is missing, incomplete or does not match its config."""
+
+
+def save_drive_model(model: DriveModel, directory: str | Path, meta: dict[str, Any] | None = None) -> None:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    _atomic(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
+    doc = {"model": model.cfg.model_dump(mode="json"), "meta": meta or {}}
+    _atomic(directory / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(doc, sort_keys=False)))
+
+
+def read_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
+    path = Path(directory) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no model config (is {directory} a vlmdrive checkpoint?)")
+    doc = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(doc, dict) or "model" not in doc:
+        raise CheckpointError(f"{path}: expected a mapping with a 'model' key")
+    try:
+        cfg = ModelConfig.model_validate(doc["model"])
+    except Exception as exc:
+        raise CheckpointError(f"{path}: invalid model config: {exc}") from exc
+    return cfg, dict(doc.get("meta") or {})
+
+
+def load_drive_model(directory: str | Path) -> tuple[DriveModel, dict[str, Any]]:
+    """The model in eval mode, and the checkpoint's meta data."""
+    cfg, meta = read_config(directory)
+    weights = Path(directory) / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing model weights")
+    state = load_file(str(weights))
+    anchors = state.get("planner.anchors")
+    if anchors is None:
+        raise CheckpointError(f"{weights}: no 'planner.anchors' tensor")
+    model = DriveModel(cfg, anchors)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights} does not match {CONFIG}: missing {sorted(missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
+    return model.eval(), meta
+
+
+def _atomic(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def tensors_to_device(state: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in state.items()}

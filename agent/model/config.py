@@ -1,0 +1,84 @@
+"""Typed configuration of the driving model (saved beside its weights as `model.yaml`).
+
+Every field has a unit or a shape in its comment; unknown keys are rejected, so a typo in
+a config file is an error that names the key instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from agent.data.schema import FLAGS, HORIZON_POSES, INTENTS, LIGHT_STATES
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EncoderConfig(_Strict):
+    """The camera encoder: a backbone from a registry (see agent/model/encoder.py)."""
+
+    backbone: str = "resnet-tiny"  # registry name; "timm:<name>" / "torchvision:<name>" too
+    hidden_sizes: tuple[int, ...] = (32, 64, 96, 128)  # channels per stage (resnet-tiny)
+    depths: tuple[int, ...] = (1, 1, 1, 1)  # residual blocks per stage (resnet-tiny)
+    image_height: int = Field(128, ge=32)  # [px] camera frames are resized to this
+    image_width: int = Field(256, ge=32)  # [px]
+    cameras: int = Field(1, ge=1, le=8)  # camera count (Leaderboard order of sensors())
+    history: int = Field(1, ge=0, le=4)  # earlier frames, 0.5 s apart (0: current only)
+
+
+class PerceptionConfig(_Strict):
+    """Auxiliary perception: a BEV occupancy grid ahead and the governing light's state."""
+
+    bev_x_m: tuple[float, float] = (-8.0, 56.0)  # [m] grid extent forward (x)
+    bev_y_m: tuple[float, float] = (-16.0, 16.0)  # [m] grid extent left (y)
+    bev_cell_m: float = Field(4.0, gt=0)  # [m] cell size
+    bev_classes: tuple[str, ...] = ("vehicle", "pedestrian", "static")
+
+    @property
+    def bev_shape(self) -> tuple[int, int]:
+        """(rows along x, columns along y)."""
+        rows = round((self.bev_x_m[1] - self.bev_x_m[0]) / self.bev_cell_m)
+        cols = round((self.bev_y_m[1] - self.bev_y_m[0]) / self.bev_cell_m)
+        return rows, cols
+
+
+class PlannerConfig(_Strict):
+    """Truncated diffusion over k-means anchors (DiffusionDrive)."""
+
+    num_modes: int = Field(20, ge=1)  # K anchors
+    num_poses: int = Field(HORIZON_POSES, ge=2)  # T poses, 0.5 s apart
+    train_timesteps: int = Field(1000, ge=10)  # DDIM schedule length
+    train_max_t: int = Field(50, ge=1)  # training noise levels t ~ U[0, train_max_t)
+    infer_t: int = Field(8, ge=1)  # anchors are noised to this timestep at inference
+    denoise_steps: int = Field(2, ge=1)
+    decoder_layers: int = Field(2, ge=1)  # cascade layers, each refines the last
+    x_offset_m: float = 20.0  # [m] trajectory normalisation: (x - offset) / scale
+    x_scale_m: float = 25.0  # [m]
+    y_scale_m: float = 8.0  # [m]
+
+    @model_validator(mode="after")
+    def _t(self) -> PlannerConfig:
+        if self.infer_t >= self.train_timesteps:
+            raise ValueError("infer_t must be < train_timesteps")
+        return self
+
+
+class ModelConfig(_Strict):
+    d_model: int = Field(128, ge=16)  # token width everywhere
+    heads: int = Field(4, ge=1)
+    reasoning_dim: int = Field(128, ge=1)  # E: the VLM embedding that conditions the planner
+    reasoning_dropout: float = Field(0.2, ge=0.0, le=1.0)  # train without reasoning this often
+    encoder: EncoderConfig = EncoderConfig()
+    perception: PerceptionConfig = PerceptionConfig()
+    planner: PlannerConfig = PlannerConfig()
+    num_flags: int = len(FLAGS)
+    num_intents: int = len(INTENTS)
+    num_light_states: int = len(LIGHT_STATES)
+    num_commands: int = 7  # RoadOption values 0..6 (sim.env.command_index)
+
+    @model_validator(mode="after")
+    def _heads(self) -> ModelConfig:
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        return self

@@ -1,0 +1,170 @@
+"""The driving model: camera frames + ego state (+ reasoning) -> K trajectories + scores,
+plus what the safety layer needs (BEV occupancy ahead, the light state) and the distilled
+reasoning (embedding, flags, intent) for the VLM-off fast path.
+
+    frames ─► CameraEncoder ─► visual tokens ──┬─► PerceptionHead (BEV occupancy, light)
+                                               ├─► DistilledReasoning (embedding, flags, intent)
+    speed, command, target point ─► state token┤
+    VLM embedding (or distilled, or "none") ─► reasoning token
+                                               └─► TruncatedDiffusionPlanner ─► (K, T, 2), scores
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from agent.model.config import ModelConfig
+from agent.model.encoder import CameraEncoder
+from agent.model.planner import PlannerOutput, TruncatedDiffusionPlanner
+
+SPEED_SCALE_MPS = 20.0  # [m/s] speed input normalisation
+TARGET_SCALE_M = 50.0  # [m] target-point input normalisation
+
+
+@dataclass(frozen=True)
+class DriveInputs:
+    """A batch. frames (B, S, C, H, W, 3) uint8 BGR, oldest first; speed (B,) [m/s];
+    command (B,) int RoadOption index; target_point (B, 2) [m] ego frame; reasoning (B, E)
+    or None (no reasoning); reasoning_mask (B,) bool: which rows have reasoning."""
+
+    frames: torch.Tensor
+    speed_mps: torch.Tensor
+    command: torch.Tensor
+    target_point: torch.Tensor
+    reasoning: torch.Tensor | None = None
+    reasoning_mask: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        b = self.frames.shape[0]
+        if self.frames.ndim != 6 or self.frames.shape[-1] != 3:
+            raise ValueError(f"DriveInputs.frames must be (B, S, C, H, W, 3), got {tuple(self.frames.shape)}")
+        for name, shape in (("speed_mps", (b,)), ("command", (b,)), ("target_point", (b, 2))):
+            if tuple(getattr(self, name).shape) != shape:
+                raise ValueError(f"DriveInputs.{name} must be {shape}, got {tuple(getattr(self, name).shape)}")
+        if self.reasoning is not None and (self.reasoning.ndim != 2 or self.reasoning.shape[0] != b):
+            raise ValueError(f"DriveInputs.reasoning must be (B, E), got {tuple(self.reasoning.shape)}")
+
+
+@dataclass(frozen=True)
+class DriveOutput:
+    plan: PlannerOutput
+    bev_logits: torch.Tensor  # (B, classes, rows, cols) occupancy ahead
+    light_logits: torch.Tensor  # (B, LIGHT_STATES)
+    distilled_embedding: torch.Tensor  # (B, E)
+    distilled_flags: torch.Tensor  # (B, F) logits
+    distilled_intent: torch.Tensor  # (B, I) logits
+    pooled: torch.Tensor  # (B, d) current-frame visual summary
+
+
+class PerceptionHead(nn.Module):
+    """Learned BEV cell queries cross-attend to the visual tokens -> occupancy logits per
+    class; a light-state classifier on the pooled feature."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        rows, cols = cfg.perception.bev_shape
+        self.shape = (len(cfg.perception.bev_classes), rows, cols)
+        self.queries = nn.Parameter(torch.randn(rows * cols, cfg.d_model) * 0.02)
+        self.attn = nn.MultiheadAttention(cfg.d_model, cfg.heads, batch_first=True)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.cells = nn.Linear(cfg.d_model, self.shape[0])
+        self.light = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.num_light_states)
+        )
+
+    def forward(self, tokens: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = tokens.shape[0]
+        q = self.queries.expand(b, -1, -1)
+        cells = self.cells(self.norm(q + self.attn(q, tokens, tokens, need_weights=False)[0]))
+        bev = cells.transpose(1, 2).reshape(b, *self.shape)
+        return bev, self.light(pooled)
+
+
+class DistilledReasoning(nn.Module):
+    """Predicts the VLM's embedding, flags and intent from the visual features, so the fast
+    path keeps the VLM's knowledge with the VLM off (`mode: distilled`)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.query = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.attn = nn.MultiheadAttention(d, cfg.heads, batch_first=True)
+        self.trunk = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU())
+        self.embedding = nn.Linear(d, cfg.reasoning_dim)
+        self.flags = nn.Linear(d, cfg.num_flags)
+        self.intent = nn.Linear(d, cfg.num_intents)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        q = self.query.expand(tokens.shape[0], -1, -1)
+        h = self.trunk((q + self.attn(q, tokens, tokens, need_weights=False)[0]).squeeze(1))
+        return self.embedding(h), self.flags(h), self.intent(h)
+
+
+class DriveModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, anchors: torch.Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_model
+        self.encoder = CameraEncoder(cfg.encoder, d)
+        self.perception = PerceptionHead(cfg)
+        self.distill = DistilledReasoning(cfg)
+        self.command_embed = nn.Embedding(cfg.num_commands, d)
+        self.state_embed = nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d))
+        self.reasoning_proj = nn.Sequential(nn.Linear(cfg.reasoning_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.no_reasoning = nn.Parameter(torch.zeros(d))
+        self.token_type = nn.Parameter(torch.randn(3, d) * 0.02)  # visual, state, reasoning
+        self.planner = TruncatedDiffusionPlanner(cfg.planner, d, cfg.heads, anchors)
+        # Trajectory embedding for the VLM <-> trajectory alignment loss.
+        self.traj_align = nn.Sequential(
+            nn.Linear(cfg.planner.num_poses * 2, d), nn.GELU(), nn.Linear(d, cfg.reasoning_dim)
+        )
+
+    def state_token(self, x: DriveInputs) -> torch.Tensor:
+        scalars = torch.cat(
+            [(x.speed_mps / SPEED_SCALE_MPS)[:, None], x.target_point / TARGET_SCALE_M], dim=-1
+        )
+        command = x.command.clamp(0, self.cfg.num_commands - 1)
+        return self.state_embed(scalars.float()) + self.command_embed(command)
+
+    def reasoning_token(self, x: DriveInputs, b: int) -> torch.Tensor:
+        none = self.no_reasoning.expand(b, -1)
+        if x.reasoning is None:
+            return none
+        token = self.reasoning_proj(x.reasoning.float())
+        if x.reasoning_mask is None:
+            return token
+        return torch.where(x.reasoning_mask[:, None], token, none)
+
+    def context(self, tokens: torch.Tensor, x: DriveInputs) -> torch.Tensor:
+        b = tokens.shape[0]
+        extra = torch.stack(
+            [self.state_token(x) + self.token_type[1], self.reasoning_token(x, b) + self.token_type[2]],
+            dim=1,
+        )
+        return torch.cat([tokens + self.token_type[0], extra], dim=1)
+
+    def heads(self, tokens: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        bev, light = self.perception(tokens, pooled)
+        emb, flags, intent = self.distill(tokens)
+        return {"bev": bev, "light": light, "emb": emb, "flags": flags, "intent": intent}
+
+    def forward(self, x: DriveInputs, sample: bool = False, generator=None) -> DriveOutput:
+        """Training (`sample=False`): one denoising pass from randomly noised anchors.
+        Inference (`sample=True`): the 2-step truncated DDIM sampler."""
+        tokens, pooled = self.encoder(x.frames)
+        return self.from_tokens(tokens, pooled, x, sample, generator)
+
+    def from_tokens(
+        self, tokens: torch.Tensor, pooled: torch.Tensor, x: DriveInputs, sample: bool, generator=None
+    ) -> DriveOutput:
+        h = self.heads(tokens, pooled)
+        context = self.context(tokens, x)
+        plan = (
+            self.planner.sample(context, generator)
+            if sample
+            else self.planner.training_outputs(context, generator)
+        )
+        return DriveOutput(plan, h["bev"], h["light"], h["emb"], h["flags"], h["intent"], pooled)

@@ -1,0 +1,169 @@
+"""Training losses of the driving model (REFERENCE.md "Planner and training anchors"):
+
+    L = L_mode + L_traj + 0.5 L_align + 1.0 L_collision + 0.1 L_comfort
+        + w_aux (L_bev + L_light) + w_distill (L_emb + L_flags + L_intent)
+
+- L_mode: focal loss on the planner's scores, target = the anchor closest to the expert
+  trajectory (DiffusionDrive);
+- L_traj: L1 [m] between that mode's denoised trajectory and the expert's, every cascade
+  layer (deep supervision);
+- L_align: 1 - cos(VLM embedding, embedding of the expert trajectory) (VADv2-style);
+- L_collision: how far the target mode's waypoints reach into ground-truth obstacle boxes
+  (moved at constant velocity to each waypoint's time) beyond what the expert's own
+  trajectory does;
+- L_comfort: jerk beyond nuPlan's bound along the predicted trajectory;
+- the auxiliary perception targets (BEV occupancy, light state) and the distillation of the
+  VLM (embedding) and of the auto labels (flags, intent).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from agent.data.schema import POSE_DT_S
+from agent.model.config import ModelConfig, PerceptionConfig
+from agent.model.drive_model import DriveModel, DriveOutput
+
+EGO_RADIUS_M = 1.0  # [m] waypoints closer than this to a box count as a collision
+MAX_JERK_MPS3 = 4.13  # [m/s^3] nuPlan's comfort bound on longitudinal jerk
+FOCAL_GAMMA = 2.0
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    mode: float = 1.0
+    traj: float = 1.0
+    align: float = 0.5
+    collision: float = 1.0
+    comfort: float = 0.1
+    aux: float = 0.5
+    distill: float = 0.5
+
+
+@dataclass(frozen=True)
+class Targets:
+    """trajectory (B, T, 2) [m]; obstacles (B, M, 8) schema.OBSTACLE_COLUMNS; obstacle_mask
+    (B, M); light_state (B,); flags (B, F) float; intent (B,); vlm_embedding (B, E) or None."""
+
+    trajectory: torch.Tensor
+    obstacles: torch.Tensor
+    obstacle_mask: torch.Tensor
+    light_state: torch.Tensor
+    flags: torch.Tensor
+    intent: torch.Tensor
+    vlm_embedding: torch.Tensor | None = None
+
+
+def closest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
+    """(K, T, 2), (B, T, 2) -> (B,) index of the anchor with the smallest mean L2."""
+    return (anchors[None] - trajectory[:, None]).norm(dim=-1).mean(-1).argmin(-1)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+    logp = logits.log_softmax(-1).gather(1, target[:, None]).squeeze(1)
+    return (-((1 - logp.exp()) ** gamma) * logp).mean()
+
+
+def box_penetration(points: torch.Tensor, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How far each waypoint reaches into each obstacle box inflated by EGO_RADIUS_M [m].
+
+    points (B, T, 2) at times (1..T) * POSE_DT_S; obstacles (B, M, 8) at time 0, moved at
+    constant velocity. Returns (B, T, M) >= 0 (0 for masked-out obstacles)."""
+    t = torch.arange(1, points.shape[1] + 1, device=points.device) * POSE_DT_S  # (T,)
+    centre = obstacles[:, None, :, 0:2] + t[None, :, None, None] * obstacles[:, None, :, 3:5]
+    rel = points[:, :, None, :] - centre  # (B, T, M, 2)
+    yaw = obstacles[:, None, :, 2]
+    cos, sin = yaw.cos(), yaw.sin()
+    along = rel[..., 0] * cos + rel[..., 1] * sin
+    across = -rel[..., 0] * sin + rel[..., 1] * cos
+    outside = torch.maximum(
+        along.abs() - obstacles[:, None, :, 5] / 2, across.abs() - obstacles[:, None, :, 6] / 2
+    )
+    return F.relu(EGO_RADIUS_M - outside) * mask[:, None, :].float()
+
+
+def jerk_excess(trajectory: torch.Tensor) -> torch.Tensor:
+    """(B, T, 2) [m] from the ego at the origin -> (B,) mean jerk beyond the bound, in units
+    of the bound (linear, not squared: an untrained planner's jerk is huge and must not
+    swamp the other terms)."""
+    zero = torch.zeros_like(trajectory[:, :1])
+    p = torch.cat([zero, trajectory], dim=1)
+    jerk = p.diff(n=3, dim=1) / POSE_DT_S**3
+    return (F.relu(jerk.norm(dim=-1) - MAX_JERK_MPS3) / MAX_JERK_MPS3).mean(-1)
+
+
+def bev_targets(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Occupancy (B, classes, rows, cols) in {0, 1}: a cell is occupied by a class when the
+    cell's centre lies in one of its boxes grown by half a cell."""
+    rows, cols = cfg.bev_shape
+    half = cfg.bev_cell_m / 2
+    xs = cfg.bev_x_m[0] + half + cfg.bev_cell_m * torch.arange(rows, device=obstacles.device)
+    ys = cfg.bev_y_m[0] + half + cfg.bev_cell_m * torch.arange(cols, device=obstacles.device)
+    gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+    cells = torch.stack([gx.flatten(), gy.flatten()], dim=-1)  # (R*C, 2)
+    rel = cells[None, :, None, :] - obstacles[:, None, :, 0:2]  # (B, R*C, M, 2)
+    cos, sin = obstacles[:, None, :, 2].cos(), obstacles[:, None, :, 2].sin()
+    along = rel[..., 0] * cos + rel[..., 1] * sin
+    across = -rel[..., 0] * sin + rel[..., 1] * cos
+    inside = (along.abs() <= obstacles[:, None, :, 5] / 2 + half) & (
+        across.abs() <= obstacles[:, None, :, 6] / 2 + half
+    )
+    inside = inside & mask[:, None, :]
+    kind = obstacles[..., 7].long()  # (B, M)
+    out = []
+    for c in range(len(cfg.bev_classes)):
+        out.append((inside & (kind == c)[:, None, :]).any(-1))
+    return torch.stack(out, dim=1).float().view(obstacles.shape[0], -1, rows, cols)
+
+
+def compute_losses(
+    model: DriveModel, out: DriveOutput, targets: Targets, weights: LossWeights
+) -> dict[str, torch.Tensor]:
+    """Named loss terms and their weighted sum under "total"."""
+    cfg: ModelConfig = model.cfg
+    gt = targets.trajectory
+    b = gt.shape[0]
+    target_mode = closest_anchor(model.planner.anchors, gt)
+    rows = torch.arange(b, device=gt.device)
+    terms: dict[str, torch.Tensor] = {}
+    terms["mode"] = sum(focal_loss(score, target_mode) for _, score in out.plan.layers) / len(
+        out.plan.layers
+    )
+    traj_l1 = []
+    for traj_n, _ in out.plan.layers:
+        chosen = model.planner.denormalize(traj_n[rows, target_mode])
+        traj_l1.append((chosen - gt).abs().mean())
+    terms["traj"] = sum(traj_l1) / len(traj_l1)
+    pred = out.plan.trajectories[rows, target_mode]  # (B, T, 2) [m]
+    pen_pred = box_penetration(pred, targets.obstacles, targets.obstacle_mask)
+    pen_gt = box_penetration(gt, targets.obstacles, targets.obstacle_mask)
+    terms["collision"] = F.relu(pen_pred - pen_gt).amax(-1).mean()
+    terms["comfort"] = jerk_excess(pred).mean()
+    if targets.vlm_embedding is not None:
+        traj_emb = model.traj_align(model.planner.normalize(gt).flatten(1))
+        terms["align"] = (1 - F.cosine_similarity(traj_emb, targets.vlm_embedding, dim=-1)).mean()
+        terms["distill_emb"] = F.mse_loss(out.distilled_embedding, targets.vlm_embedding)
+    occupancy = bev_targets(cfg.perception, targets.obstacles, targets.obstacle_mask)
+    pos = occupancy.mean().clamp(1e-3, 0.5)
+    terms["bev"] = F.binary_cross_entropy_with_logits(
+        out.bev_logits, occupancy, pos_weight=((1 - pos) / pos).sqrt()
+    )
+    terms["light"] = F.cross_entropy(out.light_logits, targets.light_state)
+    terms["distill_flags"] = F.binary_cross_entropy_with_logits(out.distilled_flags, targets.flags)
+    terms["distill_intent"] = F.cross_entropy(out.distilled_intent, targets.intent)
+    w = weights
+    total = (
+        w.mode * terms["mode"]
+        + w.traj * terms["traj"]
+        + w.collision * terms["collision"]
+        + w.comfort * terms["comfort"]
+        + w.aux * (terms["bev"] + terms["light"])
+        + w.distill * (terms["distill_flags"] + terms["distill_intent"])
+    )
+    if "align" in terms:
+        total = total + w.align * terms["align"] + w.distill * terms["distill_emb"]
+    terms["total"] = total
+    return terms

@@ -1,0 +1,1 @@
+"""Training of the driving model: typed config, stages, resume, TensorBoard, checkpoints."""

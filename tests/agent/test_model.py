@@ -1,0 +1,232 @@
+"""The driving model's parts: shapes and masks, anchors, the diffusion sampler, losses,
+a few training steps, save -> load, and a golden output."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from agent.model.anchors import kmeans_anchors
+from agent.model.checkpoint import load_drive_model, save_drive_model
+from agent.model.config import EncoderConfig, ModelConfig, PerceptionConfig
+from agent.model.drive_model import DriveInputs, DriveModel
+from agent.model.encoder import CameraEncoder, build_backbone
+from agent.model.losses import (
+    LossWeights,
+    Targets,
+    bev_targets,
+    box_penetration,
+    closest_anchor,
+    compute_losses,
+    jerk_excess,
+)
+from agent.model.planner import DDIMSchedule
+
+GOLDEN = Path(__file__).parent / "golden" / "drive_model_golden.safetensors"
+# Regenerate after an intended change of the model's numerics:
+#   VLMDRIVE_REGEN_GOLDEN=1 .venv/bin/pytest tests/agent/test_model.py -k golden
+
+SMALL = ModelConfig(
+    d_model=32,
+    heads=2,
+    reasoning_dim=16,
+    encoder=EncoderConfig(hidden_sizes=(8, 16), depths=(1, 1), image_height=32, image_width=64),
+)
+
+
+def straight_trajectories(n: int = 60, seed: int = 0) -> np.ndarray:
+    """Three manoeuvres: stop, 5 m/s straight, 10 m/s drifting left; 8 poses x 0.5 s."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(1, 9, dtype=np.float32) * 0.5
+    out = []
+    for i in range(n):
+        speed, drift = [(0.0, 0.0), (5.0, 0.0), (10.0, 0.4)][i % 3]
+        x = speed * t + rng.normal(0, 0.1, 8)
+        y = drift * t**2 + rng.normal(0, 0.05, 8)
+        out.append(np.stack([x, y], axis=-1))
+    return np.asarray(out, dtype=np.float32)
+
+
+def make_model(cfg: ModelConfig = SMALL, k: int = 6) -> DriveModel:
+    torch.manual_seed(0)
+    cfg = cfg.model_copy(update={"planner": cfg.planner.model_copy(update={"num_modes": k})})
+    return DriveModel(cfg, torch.from_numpy(kmeans_anchors(straight_trajectories(), k)))
+
+
+def batch(model: DriveModel, b: int = 4, seed: int = 0) -> tuple[DriveInputs, Targets]:
+    g = torch.Generator().manual_seed(seed)
+    enc = model.cfg.encoder
+    frames = torch.randint(
+        0, 256, (b, enc.history + 1, 1, enc.image_height, enc.image_width, 3), generator=g
+    ).to(torch.uint8)
+    x = DriveInputs(
+        frames=frames,
+        speed_mps=torch.rand(b, generator=g) * 10,
+        command=torch.randint(0, 7, (b,), generator=g),
+        target_point=torch.randn(b, 2, generator=g) * 20,
+        reasoning=torch.randn(b, model.cfg.reasoning_dim, generator=g),
+    )
+    obstacles = torch.zeros(b, 4, 8)
+    obstacles[:, 0] = torch.tensor([20.0, 0.0, 0.0, 0.0, 0.0, 4.5, 2.0, 0.0])
+    t = Targets(
+        trajectory=torch.from_numpy(straight_trajectories(b, seed)),
+        obstacles=obstacles,
+        obstacle_mask=torch.tensor([[True, False, False, False]] * b),
+        light_state=torch.zeros(b, dtype=torch.long),
+        flags=torch.zeros(b, model.cfg.num_flags),
+        intent=torch.zeros(b, dtype=torch.long),
+        vlm_embedding=x.reasoning,
+    )
+    return x, t
+
+
+def test_encoder_tokens_shape_and_history_steps() -> None:
+    cfg = SMALL.encoder.model_copy(update={"history": 2, "cameras": 2})
+    enc = CameraEncoder(cfg, d_model=32)
+    frames = torch.zeros(3, 3, 2, cfg.image_height, cfg.image_width, 3, dtype=torch.uint8)
+    tokens, pooled = enc(frames)
+    cells = enc.grid[0] * enc.grid[1]
+    assert tokens.shape == (3, 3 * 2 * cells, 32)
+    assert pooled.shape == (3, 32)
+    with pytest.raises(ValueError, match="history steps|must be"):
+        enc(frames[:, :2])
+
+
+def test_unknown_backbone_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="resnet-tiny"):
+        build_backbone(EncoderConfig(backbone="nope"))
+
+
+def test_kmeans_anchors_recover_the_manoeuvres() -> None:
+    anchors = kmeans_anchors(straight_trajectories(90), k=3, seed=1)
+    assert anchors.shape == (3, 8, 2)
+    final_x = anchors[:, -1, 0]
+    np.testing.assert_allclose(final_x, [0.0, 20.0, 40.0], atol=0.5)  # sorted stop .. fast
+    with pytest.raises(ValueError, match="at least k"):
+        kmeans_anchors(straight_trajectories(5), k=20)
+
+
+def test_sampler_two_steps_returns_finite_trajectories() -> None:
+    model = make_model().eval()
+    x, _ = batch(model)
+    out = model(x, sample=True, generator=torch.Generator().manual_seed(0))
+    assert out.plan.trajectories.shape == (4, 6, 8, 2)
+    assert out.plan.scores.shape == (4, 6)
+    assert torch.isfinite(out.plan.trajectories).all()
+    chosen, prob = out.plan.best()
+    assert chosen.shape == (4, 8, 2) and ((prob > 0) & (prob <= 1)).all()
+
+
+def test_truncated_noise_keeps_anchors_close() -> None:
+    """At t = 8 of 1000 the noised anchors stay near the anchors (truncated diffusion);
+    at t = 999 they are mostly noise."""
+    sched = DDIMSchedule(1000)
+    x0 = torch.ones(1000, 16)
+    noise = torch.randn(1000, 16)
+    near = sched.add_noise(x0, noise, torch.full((1000,), 8))
+    far = sched.add_noise(x0, noise, torch.full((1000,), 999))
+    assert (near - x0).abs().mean() < 0.15
+    assert (far - x0).abs().mean() > 0.7
+
+
+def test_reasoning_mask_uses_the_no_reasoning_token() -> None:
+    model = make_model().eval()
+    x, _ = batch(model)
+    g = torch.Generator()
+    none = DriveInputs(x.frames, x.speed_mps, x.command, x.target_point, None)
+    masked = DriveInputs(
+        x.frames, x.speed_mps, x.command, x.target_point, x.reasoning, torch.zeros(4, dtype=torch.bool)
+    )
+    # Scores, not trajectories: the offset heads start at zero, whatever the context.
+    a = model(none, sample=True, generator=g.manual_seed(1)).plan.scores
+    b = model(masked, sample=True, generator=g.manual_seed(1)).plan.scores
+    c = model(x, sample=True, generator=g.manual_seed(1)).plan.scores
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_drive_inputs_check_shapes() -> None:
+    with pytest.raises(ValueError, match="speed_mps"):
+        DriveInputs(
+            torch.zeros(2, 1, 1, 8, 8, 3, dtype=torch.uint8),
+            torch.zeros(3),
+            torch.zeros(2, dtype=torch.long),
+            torch.zeros(2, 2),
+        )
+
+
+def test_geometry_losses() -> None:
+    box = torch.tensor([[[10.0, 0.0, 0.0, 0.0, 0.0, 4.0, 2.0, 0.0]]])
+    mask = torch.tensor([[True]])
+    through = torch.stack([torch.arange(1, 9) * 2.5, torch.zeros(8)], dim=-1)[None].float()
+    beside = through + torch.tensor([0.0, 5.0])
+    assert box_penetration(through, box, mask).max() > 1.0
+    assert box_penetration(beside, box, mask).max() == 0
+    assert box_penetration(through, box, ~mask).max() == 0
+    smooth = torch.stack([torch.arange(1, 9) * 2.5, torch.zeros(8)], dim=-1)[None].float()
+    jumpy = smooth.clone()
+    jumpy[0, 4, 0] += 3.0
+    assert jerk_excess(smooth).item() == pytest.approx(0.0, abs=1e-4)
+    assert jerk_excess(jumpy).item() > 1
+    cfg = PerceptionConfig()
+    occ = bev_targets(cfg, box, mask)
+    rows, cols = cfg.bev_shape
+    assert occ.shape == (1, 3, rows, cols)
+    # The box centre (10, 0) lies in row (10 - -8) // 4 = 4, columns either side of y = 0.
+    assert occ[0, 0, 4, cols // 2] == 1 and occ[0, 0, 4, cols // 2 - 1] == 1
+    assert occ[0, 1:].sum() == 0 and occ[0, 0].sum() < 10
+
+
+def test_a_few_training_steps_reduce_the_loss() -> None:
+    model = make_model()
+    x, t = batch(model, b=6)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    g = torch.Generator()
+    losses = []
+    for step in range(40):
+        out = model.forward(x, generator=g.manual_seed(step))
+        loss = compute_losses(model, out, t, LossWeights())["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_closest_anchor_is_the_matching_manoeuvre() -> None:
+    model = make_model(k=3)
+    trajs = torch.from_numpy(straight_trajectories(3))
+    idx = closest_anchor(model.planner.anchors, trajs)
+    assert idx.tolist() == [0, 1, 2]
+
+
+def test_save_load_gives_identical_outputs(tmp_path: Path) -> None:
+    model = make_model().eval()
+    x, _ = batch(model)
+    save_drive_model(model, tmp_path, {"note": "test"})
+    loaded, meta = load_drive_model(tmp_path)
+    assert meta == {"note": "test"}
+    a = model(x, sample=True, generator=torch.Generator().manual_seed(3))
+    b = loaded(x, sample=True, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a.plan.trajectories, b.plan.trajectories, rtol=0, atol=0)
+    torch.testing.assert_close(a.bev_logits, b.bev_logits, rtol=0, atol=0)
+    assert not list(tmp_path.glob("*.pt")) and not list(tmp_path.glob("*.pkl"))
+
+
+def test_golden_output() -> None:
+    """A fixed-seed model on fixed inputs reproduces the stored trajectories and scores."""
+    model = make_model().eval()
+    x, _ = batch(model, seed=7)
+    out = model(x, sample=True, generator=torch.Generator().manual_seed(11))
+    got = {"trajectories": out.plan.trajectories, "scores": out.plan.scores}
+    if os.environ.get("VLMDRIVE_REGEN_GOLDEN"):
+        GOLDEN.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in got.items()}, str(GOLDEN))
+    want = load_file(str(GOLDEN))
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-4)

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= outputs
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench train data eval-model clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,26 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_agent.py
+
+# The shipped model from scratch: expert data (train suite, with recovery perturbations;
+# the eval suite held out for open-loop metrics), then the training stages of the config.
+TRAIN_EPISODES ?= 100
+EVAL_EPISODES  ?= 30
+data: setup
+	test -d data/train || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(TRAIN_EPISODES) --out data/train --seed 0 --workers 2 --perturb 0.2 --quiet
+	test -d data/eval || $(BIN)/vlmdrive collect --suite scenarios/library/eval --episodes $(EVAL_EPISODES) --out data/eval --seed 1 --workers 2 --quiet
+
+train: data
+	$(BIN)/vlmdrive train --config configs/tiny.yaml
+
+# Closed loop on the held-out eval suite, the model and the expert in the same run, then
+# the speed benchmark; both land in the model card.
+eval-model: setup
+	$(BIN)/vlmdrive eval --agent expert --suite scenarios/library/eval/suite.yaml --out $(OUT)/eval-expert/results.json --workers 2
+	$(BIN)/vlmdrive eval --agent agent/model_agent.py --suite scenarios/library/eval/suite.yaml --out $(OUT)/eval-model/results.json --workers 2
+	$(BIN)/python benchmarks/bench_agent.py --json > $(OUT)/bench_agent.json
+	$(BIN)/vlmdrive model-card checkpoints/vlmdrive-tiny --agent-results $(OUT)/eval-model/results.json --expert-results $(OUT)/eval-expert/results.json --speed $(OUT)/bench_agent.json
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

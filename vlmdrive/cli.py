@@ -280,10 +280,12 @@ def scenario_export(
 
 
 def _register_subcommands() -> None:
-    from vlmdrive import cli_eval, cli_report
+    from vlmdrive import cli_collect, cli_eval, cli_report, cli_train
 
     cli_eval.register(app)
     cli_report.register(app)
+    cli_collect.register(app)
+    cli_train.register(app)
 
 
 _register_subcommands()

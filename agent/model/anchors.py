@@ -30,7 +30,9 @@ def kmeans_anchors(
     c = np.stack(centres)
     for _ in range(iterations):
         assign = ((x[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        moved = np.stack([x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(k)])
+        moved = np.stack(
+            [x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(k)]
+        )
         if np.allclose(moved, c):
             break
         c = moved

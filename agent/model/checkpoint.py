@@ -31,13 +31,17 @@ class CheckpointError(ValueError):
     """A checkpoint directory is missing, incomplete or does not match its config."""
 
 
-def save_drive_model(model: DriveModel, directory: str | Path, meta: dict[str, Any] | None = None) -> None:
+def save_drive_model(
+    model: DriveModel, directory: str | Path, meta: dict[str, Any] | None = None
+) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     _atomic(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
     doc = {"model": model.cfg.model_dump(mode="json"), "meta": meta or {}}
-    _atomic(directory / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(doc, sort_keys=False)))
+    _atomic(
+        directory / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(doc, sort_keys=False))
+    )
 
 
 def read_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:

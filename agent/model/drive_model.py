@@ -40,12 +40,20 @@ class DriveInputs:
     def __post_init__(self) -> None:
         b = self.frames.shape[0]
         if self.frames.ndim != 6 or self.frames.shape[-1] != 3:
-            raise ValueError(f"DriveInputs.frames must be (B, S, C, H, W, 3), got {tuple(self.frames.shape)}")
+            raise ValueError(
+                f"DriveInputs.frames must be (B, S, C, H, W, 3), got {tuple(self.frames.shape)}"
+            )
         for name, shape in (("speed_mps", (b,)), ("command", (b,)), ("target_point", (b, 2))):
             if tuple(getattr(self, name).shape) != shape:
-                raise ValueError(f"DriveInputs.{name} must be {shape}, got {tuple(getattr(self, name).shape)}")
-        if self.reasoning is not None and (self.reasoning.ndim != 2 or self.reasoning.shape[0] != b):
-            raise ValueError(f"DriveInputs.reasoning must be (B, E), got {tuple(self.reasoning.shape)}")
+                raise ValueError(
+                    f"DriveInputs.{name} must be {shape}, got {tuple(getattr(self, name).shape)}"
+                )
+        if self.reasoning is not None and (
+            self.reasoning.ndim != 2 or self.reasoning.shape[0] != b
+        ):
+            raise ValueError(
+                f"DriveInputs.reasoning must be (B, E), got {tuple(self.reasoning.shape)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -72,10 +80,14 @@ class PerceptionHead(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.cells = nn.Linear(cfg.d_model, self.shape[0])
         self.light = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_model), nn.GELU(), nn.Linear(cfg.d_model, cfg.num_light_states)
+            nn.Linear(cfg.d_model, cfg.d_model),
+            nn.GELU(),
+            nn.Linear(cfg.d_model, cfg.num_light_states),
         )
 
-    def forward(self, tokens: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, pooled: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b = tokens.shape[0]
         q = self.queries.expand(b, -1, -1)
         cells = self.cells(self.norm(q + self.attn(q, tokens, tokens, need_weights=False)[0]))
@@ -113,7 +125,9 @@ class DriveModel(nn.Module):
         self.distill = DistilledReasoning(cfg)
         self.command_embed = nn.Embedding(cfg.num_commands, d)
         self.state_embed = nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d))
-        self.reasoning_proj = nn.Sequential(nn.Linear(cfg.reasoning_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.reasoning_proj = nn.Sequential(
+            nn.Linear(cfg.reasoning_dim, d), nn.GELU(), nn.Linear(d, d)
+        )
         self.no_reasoning = nn.Parameter(torch.zeros(d))
         self.token_type = nn.Parameter(torch.randn(3, d) * 0.02)  # visual, state, reasoning
         self.planner = TruncatedDiffusionPlanner(cfg.planner, d, cfg.heads, anchors)
@@ -141,7 +155,10 @@ class DriveModel(nn.Module):
     def context(self, tokens: torch.Tensor, x: DriveInputs) -> torch.Tensor:
         b = tokens.shape[0]
         extra = torch.stack(
-            [self.state_token(x) + self.token_type[1], self.reasoning_token(x, b) + self.token_type[2]],
+            [
+                self.state_token(x) + self.token_type[1],
+                self.reasoning_token(x, b) + self.token_type[2],
+            ],
             dim=1,
         )
         return torch.cat([tokens + self.token_type[0], extra], dim=1)
@@ -158,7 +175,12 @@ class DriveModel(nn.Module):
         return self.from_tokens(tokens, pooled, x, sample, generator)
 
     def from_tokens(
-        self, tokens: torch.Tensor, pooled: torch.Tensor, x: DriveInputs, sample: bool, generator=None
+        self,
+        tokens: torch.Tensor,
+        pooled: torch.Tensor,
+        x: DriveInputs,
+        sample: bool,
+        generator=None,
     ) -> DriveOutput:
         h = self.heads(tokens, pooled)
         context = self.context(tokens, x)

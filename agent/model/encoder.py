@@ -14,6 +14,7 @@ encoded independently, so at inference the agent caches the features of earlier 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -39,7 +40,7 @@ def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]
 class _FeatureMap(nn.Module):
     """Adapts a backbone to `images (B, 3, H, W) -> feature map (B, C, h, w)`."""
 
-    def __init__(self, body: nn.Module, pick: Callable[[object], torch.Tensor]) -> None:
+    def __init__(self, body: nn.Module, pick: Callable[[Any], torch.Tensor]) -> None:
         super().__init__()
         self.body = body
         self._pick = pick
@@ -58,13 +59,14 @@ def _resnet_tiny(cfg: EncoderConfig) -> tuple[nn.Module, int]:
             f"({len(cfg.depths)} stages) must have the same length"
         )
     stages = len(cfg.hidden_sizes)
+    options: dict[str, Any] = {"out_features": [f"stage{stages}"]}  # BackboneConfigMixin
     config = ResNetConfig(
         num_channels=3,
         embedding_size=cfg.hidden_sizes[0],
         hidden_sizes=list(cfg.hidden_sizes),
         depths=list(cfg.depths),
         layer_type="basic",
-        out_features=[f"stage{stages}"],
+        **options,
     )
     body = ResNetBackbone(config)
     return _FeatureMap(body, lambda out: out.feature_maps[-1]), cfg.hidden_sizes[-1]

@@ -62,12 +62,16 @@ def closest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Ten
     return (anchors[None] - trajectory[:, None]).norm(dim=-1).mean(-1).argmin(-1)
 
 
-def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = FOCAL_GAMMA) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = FOCAL_GAMMA
+) -> torch.Tensor:
     logp = logits.log_softmax(-1).gather(1, target[:, None]).squeeze(1)
     return (-((1 - logp.exp()) ** gamma) * logp).mean()
 
 
-def box_penetration(points: torch.Tensor, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def box_penetration(
+    points: torch.Tensor, obstacles: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     """How far each waypoint reaches into each obstacle box inflated by EGO_RADIUS_M [m].
 
     points (B, T, 2) at times (1..T) * POSE_DT_S; obstacles (B, M, 8) at time 0, moved at
@@ -129,14 +133,14 @@ def compute_losses(
     target_mode = closest_anchor(model.planner.anchors, gt)
     rows = torch.arange(b, device=gt.device)
     terms: dict[str, torch.Tensor] = {}
-    terms["mode"] = sum(focal_loss(score, target_mode) for _, score in out.plan.layers) / len(
-        out.plan.layers
-    )
+    terms["mode"] = torch.stack(
+        [focal_loss(score, target_mode) for _, score in out.plan.layers]
+    ).mean()
     traj_l1 = []
     for traj_n, _ in out.plan.layers:
         chosen = model.planner.denormalize(traj_n[rows, target_mode])
         traj_l1.append((chosen - gt).abs().mean())
-    terms["traj"] = sum(traj_l1) / len(traj_l1)
+    terms["traj"] = torch.stack(traj_l1).mean()
     pred = out.plan.trajectories[rows, target_mode]  # (B, T, 2) [m]
     pen_pred = box_penetration(pred, targets.obstacles, targets.obstacle_mask)
     pen_gt = box_penetration(gt, targets.obstacles, targets.obstacle_mask)

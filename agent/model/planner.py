@@ -65,10 +65,11 @@ class _CascadeLayer(nn.Module):
         self.cross_attn = nn.MultiheadAttention(d, heads, batch_first=True)
         self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.norms = nn.ModuleList([nn.LayerNorm(d) for _ in range(3)])
-        self.offset = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, poses * 2))
+        last = nn.Linear(d, poses * 2)
+        nn.init.zeros_(last.weight)  # start as the identity: trajectories = the noisy anchors
+        nn.init.zeros_(last.bias)
+        self.offset = nn.Sequential(nn.Linear(d, d), nn.GELU(), last)
         self.score = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
-        nn.init.zeros_(self.offset[-1].weight)
-        nn.init.zeros_(self.offset[-1].bias)
 
     def forward(
         self, q: torch.Tensor, context: torch.Tensor
@@ -98,6 +99,10 @@ class PlannerOutput:
 
 
 class TruncatedDiffusionPlanner(nn.Module):
+    anchors: torch.Tensor  # (K, T, 2) [m] buffer, saved with the weights
+    norm_offset: torch.Tensor
+    norm_scale: torch.Tensor
+
     def __init__(self, cfg: PlannerConfig, d_model: int, heads: int, anchors: torch.Tensor):
         super().__init__()
         k, t = cfg.num_modes, cfg.num_poses
@@ -105,14 +110,18 @@ class TruncatedDiffusionPlanner(nn.Module):
             raise ValueError(f"anchors must be ({k}, {t}, 2), got {tuple(anchors.shape)}")
         self.cfg = cfg
         self.register_buffer("anchors", anchors.float().clone())
+        self.register_buffer("norm_offset", torch.tensor([cfg.x_offset_m, 0.0]), persistent=False)
         self.register_buffer(
-            "norm_offset", torch.tensor([cfg.x_offset_m, 0.0]), persistent=False
+            "norm_scale", torch.tensor([cfg.x_scale_m, cfg.y_scale_m]), persistent=False
         )
-        self.register_buffer("norm_scale", torch.tensor([cfg.x_scale_m, cfg.y_scale_m]), persistent=False)
         self.schedule = DDIMSchedule(cfg.train_timesteps)
         self.d_model = d_model
-        self.traj_embed = nn.Sequential(nn.Linear(t * 2, d_model), nn.GELU(), nn.Linear(d_model, d_model))
-        self.time_embed = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+        self.traj_embed = nn.Sequential(
+            nn.Linear(t * 2, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+        )
+        self.time_embed = nn.Sequential(
+            nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, d_model)
+        )
         self.mode_embed = nn.Parameter(torch.randn(k, d_model) * 0.02)
         self.layers = nn.ModuleList(
             [_CascadeLayer(d_model, heads, t) for _ in range(cfg.decoder_layers)]
@@ -152,7 +161,9 @@ class TruncatedDiffusionPlanner(nn.Module):
         return PlannerOutput(self.denormalize(traj_n), scores, layers)
 
     @torch.no_grad()
-    def sample(self, context: torch.Tensor, generator: torch.Generator | None = None) -> PlannerOutput:
+    def sample(
+        self, context: torch.Tensor, generator: torch.Generator | None = None
+    ) -> PlannerOutput:
         """Inference: anchors noised to `infer_t`, `denoise_steps` DDIM steps to t = 0."""
         b = context.shape[0]
         anchors_n = self.normalize(self.anchors).expand(b, -1, -1, -1)

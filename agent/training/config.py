@@ -34,7 +34,7 @@ class DataConfig(_Strict):
 
 class VLMConfig(_Strict):
     init: Path | None = None  # an existing VLM directory (skips the `vlm` stage's build)
-    image_size: int = Field(64, ge=16)  # [px] square input of the tiny VLM
+    image_size: int = Field(96, ge=16)  # [px] square input of the tiny VLM (36 patches of 16)
     vocab_size: int = Field(1024, ge=64)
     max_new_tokens: int = Field(48, ge=1)
 

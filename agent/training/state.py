@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,9 @@ def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tenso
     return tensors, scalars
 
 
-def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict) -> None:
+def load_optimizer(
+    opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], scalars: dict
+) -> None:
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         pid, name = key[1:].split(".", 1)
@@ -45,11 +49,16 @@ def save_state(
     modules: dict[str, torch.nn.Module],
     opt: torch.optim.Optimizer | None,
     generator: torch.Generator | None,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> None:
-    """Write everything to `directory.tmp`, then swap it in: a crash mid-save keeps the
-    previous state."""
+    """Write everything to `directory.tmp` (`write_extra(tmp)` adds more, e.g. the VLM
+    directory), then swap it in: a crash mid-save keeps the previous state."""
     tmp = directory.with_name(directory.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    if write_extra is not None:
+        write_extra(tmp)
     for name, module in modules.items():
         state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
         save_file(state, str(tmp / f"{name}.safetensors"))
@@ -66,9 +75,7 @@ def save_state(
         os.replace(directory, old)
     os.replace(tmp, directory)
     if old.exists():
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+        shutil.rmtree(old)
 
 
 def read_progress(directory: Path) -> dict[str, Any] | None:
@@ -85,6 +92,8 @@ def load_extras(
 ) -> None:
     progress = read_progress(directory) or {}
     if opt is not None and "optimizer" in progress:
-        load_optimizer(opt, load_file(str(directory / "optimizer.safetensors")), progress["optimizer"])
+        load_optimizer(
+            opt, load_file(str(directory / "optimizer.safetensors")), progress["optimizer"]
+        )
     if generator is not None and (directory / "rng.safetensors").is_file():
         generator.set_state(load_file(str(directory / "rng.safetensors"))["state"])

@@ -140,7 +140,12 @@ def test_reasoning_mask_uses_the_no_reasoning_token() -> None:
     g = torch.Generator()
     none = DriveInputs(x.frames, x.speed_mps, x.command, x.target_point, None)
     masked = DriveInputs(
-        x.frames, x.speed_mps, x.command, x.target_point, x.reasoning, torch.zeros(4, dtype=torch.bool)
+        x.frames,
+        x.speed_mps,
+        x.command,
+        x.target_point,
+        x.reasoning,
+        torch.zeros(4, dtype=torch.bool),
     )
     # Scores, not trajectories: the offset heads start at zero, whatever the context.
     a = model(none, sample=True, generator=g.manual_seed(1)).plan.scores

@@ -1,0 +1,189 @@
+"""A minimal Leaderboard agent around the learned model (issue 5): camera -> model ->
+the planner's highest-scoring trajectory -> the project's PID (`sim.tracking`).
+
+No safety layer yet (that agent is agent/leaderboard_agent.py, issue 6). Its inference
+path sees Leaderboard sensor data only: the front camera, GNSS + IMU (for the route
+planner's target point and command) and the speedometer.
+
+Per 20 Hz tick: the camera frame is encoded once; the features of the frame 10 ticks
+(0.5 s) earlier are reused from a ring buffer as the history step, exactly the spacing the
+model was trained with. The reasoner (VLM) runs as configured:
+- `off`: no reasoning token (the planner's learned "no reasoning" embedding);
+- `async`: the VLM runs in a background thread at `vlm_rate_hz`; the last result is used;
+- `sync`: the VLM runs inside run_step at `vlm_rate_hz` (slow; for analysis);
+- `distilled`: the model's distillation head predicts the VLM embedding and flags from
+  the visual features; the VLM is not loaded.
+
+Agent config (YAML, every key optional, unknown keys rejected):
+    checkpoint: checkpoints/vlmdrive-tiny
+    vlm_mode: distilled          # off | async | sync | distilled
+    vlm_rate_hz: 2.0             # [Hz] reasoning rate in async / sync mode
+    threads: 1                   # torch threads of the control step
+    seed: 0                      # diffusion noise
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.data.schema import FLAGS, INTENTS
+from agent.model.checkpoint import VLM_DIR, load_drive_model
+from agent.model.drive_model import DriveInputs, DriveModel
+from agent.navigation import RoutePlanner
+from scenarios.loader import load_typed_yaml
+from sim.agent_loading import AutonomousAgent, Track
+from sim.control import VehicleControl
+from sim.sensors import default_sensor_suite
+from sim.tracking import WaypointTracker
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "vlmdrive-tiny"
+TICKS_PER_HISTORY_STEP = 10  # 0.5 s at 20 Hz: the dataset's frame spacing
+FLAG_THRESHOLD = 0.5
+
+
+def get_entry_point() -> str:
+    return "ModelAgent"
+
+
+class ModelAgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    vlm_mode: Literal["off", "async", "sync", "distilled"] = "distilled"
+    vlm_rate_hz: float = Field(2.0, gt=0)
+    threads: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class ModelDriver:
+    """The model's inference path for one route: sensor data -> (control, trajectory)."""
+
+    def __init__(self, config: ModelAgentConfig) -> None:
+        self.config = config
+        torch.set_num_threads(config.threads)
+        self.model: DriveModel
+        self.model, self.meta = load_drive_model(config.checkpoint)
+        self.steps = self.model.cfg.encoder.history + 1
+        self.tracker = WaypointTracker()
+        self.route = RoutePlanner()
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.features: deque[torch.Tensor] = deque(
+            maxlen=TICKS_PER_HISTORY_STEP * (self.steps - 1) + 1
+        )
+        self.runtime = None
+        if config.vlm_mode in ("async", "sync"):
+            from agent.reasoner.runtime import ReasonerRuntime
+            from agent.reasoner.vlm import VLMReasoner
+
+            vlm = VLMReasoner.from_pretrained(Path(config.checkpoint) / VLM_DIR).eval()
+            self.runtime = ReasonerRuntime(vlm, config.vlm_mode, rate_hz=config.vlm_rate_hz)
+        self.tick = 0
+        self.trajectory: np.ndarray | None = None
+        self.candidates: np.ndarray | None = None
+        self.confidence = 0.0
+        self.reasoning_text = ""
+        self.flags: tuple[str, ...] = ()
+        self.intent = ""
+
+    def set_route(self, global_plan_gps: list) -> None:
+        self.route.set_route(global_plan_gps)
+
+    @torch.no_grad()
+    def step(
+        self,
+        image_bgr: np.ndarray,
+        speed_mps: float,
+        gnss: np.ndarray,
+        compass: float,
+        time_s: float,
+    ) -> VehicleControl:
+        nav = self.route.update(gnss, compass)
+        frame = torch.from_numpy(np.ascontiguousarray(image_bgr))[None, None]  # (1, C=1, H, W, 3)
+        current = self.model.encoder.encode_frames(frame)  # (1, C, h*w, d)
+        self.features.append(current)
+        history = [
+            self.features[max(0, len(self.features) - 1 - TICKS_PER_HISTORY_STEP * k)]
+            for k in range(self.steps - 1, 0, -1)
+        ]
+        tokens, pooled = self.model.encoder.assemble(torch.stack([*history, current], dim=1))
+        reasoning, flags, intent = self._reasoning(image_bgr, tokens, time_s)
+        x = DriveInputs(
+            frames=frame[:, None],
+            speed_mps=torch.tensor([speed_mps], dtype=torch.float32),
+            command=torch.tensor([nav.command]),
+            target_point=torch.from_numpy(np.asarray(nav.target_point, dtype=np.float32))[None],
+            reasoning=reasoning,
+        )
+        out = self.model.from_tokens(tokens, pooled, x, sample=True, generator=self.generator)
+        chosen, prob = out.plan.best()
+        self.trajectory = chosen[0].numpy().astype(np.float64)
+        self.candidates = out.plan.trajectories[0].numpy()
+        self.confidence = float(prob[0])
+        self.flags = tuple(f for f, p in zip(FLAGS, flags, strict=True) if p >= FLAG_THRESHOLD)
+        self.intent = INTENTS[int(np.argmax(intent))]
+        self.tick += 1
+        return self.tracker.control(self.trajectory, speed_mps)
+
+    def _reasoning(self, image_bgr: np.ndarray, tokens: torch.Tensor, time_s: float):
+        """(embedding (1, E) or None, flag probabilities (F,), intent probabilities (I,))."""
+        emb, flag_logits, intent_logits = self.model.distill(tokens)
+        flags = torch.sigmoid(flag_logits[0]).numpy()
+        intent = intent_logits[0].softmax(-1).numpy()
+        mode = self.config.vlm_mode
+        if mode == "distilled":
+            self.reasoning_text = "(distilled) " + ", ".join(
+                f for f, p in zip(FLAGS, flags, strict=True) if p >= FLAG_THRESHOLD
+            )
+            return emb, flags, intent
+        if self.runtime is None:  # off
+            return None, flags, intent
+        self.runtime.submit(image_bgr, self.tick, time_s)
+        latest = self.runtime.latest()
+        if latest is None:
+            return None, flags, intent
+        self.reasoning_text = latest.text
+        return torch.from_numpy(latest.embedding)[None], latest.flags, latest.intent
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.close()
+            self.runtime = None
+
+
+class ModelAgent(AutonomousAgent):
+    """Leaderboard agent: see the module docstring."""
+
+    def setup(self, path_to_conf_file: str) -> None:
+        self.track = Track.SENSORS
+        if path_to_conf_file and Path(path_to_conf_file).is_file():
+            self.config = load_typed_yaml(path_to_conf_file, ModelAgentConfig, "agent config")
+        else:
+            self.config = ModelAgentConfig.model_validate({})
+        self.driver = ModelDriver(self.config)
+        plan = getattr(self, "_global_plan", None)
+        if plan:
+            self.driver.set_route(plan)
+        self.planned_trajectory: np.ndarray | None = None
+
+    def sensors(self) -> list[dict]:
+        return default_sensor_suite()
+
+    def run_step(self, input_data: dict, timestamp: float):
+        image = input_data["rgb_front"][1][:, :, :3]
+        speed = float(input_data["speedometer"][1]["speed"])
+        gnss = np.asarray(input_data["gps"][1], dtype=np.float64)
+        compass = float(np.asarray(input_data["imu"][1])[-1])
+        control = self.driver.step(image, speed, gnss, compass, float(timestamp))
+        self.planned_trajectory = self.driver.trajectory
+        self.reasoning_text = self.driver.reasoning_text
+        return control
+
+    def destroy(self) -> None:
+        if hasattr(self, "driver"):
+            self.driver.close()

@@ -1,0 +1,145 @@
+"""The model card (`<checkpoint>/README.md`), written from what the checkpoint directory
+holds: `model.yaml` (config + training summary), `open_loop.json` (vlmdrive eval-open),
+`closed_loop.json` (agent vs expert, vlmdrive eval) and `speed.json` (bench_agent)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agent.model.checkpoint import VLM_DIR, read_config
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _size_mb(directory: Path) -> float:
+    return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()) / 1e6
+
+
+def write_model_card(checkpoint: str | Path) -> Path:
+    directory = Path(checkpoint)
+    cfg, meta = read_config(directory)
+    training = meta.get("training", {})
+    open_loop = _load(directory / "open_loop.json")
+    closed = _load(directory / "closed_loop.json")
+    speed = _load(directory / "speed.json")
+    enc, pl = cfg.encoder, cfg.planner
+    lines = [
+        "# vlmdrive-tiny",
+        "",
+        "End-to-end driving model for the vlmdrive agent: a camera encoder, a tiny "
+        "vision-language model (VLM) that writes what it sees and intends, and a "
+        "truncated-diffusion trajectory planner. Trained from scratch on this repository's "
+        "embedded simulator with `make train` (CPU only). Files: `model.safetensors` + "
+        "`model.yaml` (driving model), `vlm/` (a Hugging Face image-text-to-text model "
+        "directory, loadable with `AutoModelForImageTextToText` / `AutoProcessor`).",
+        "",
+        "## Architecture",
+        "",
+        f"- Encoder: `{enc.backbone}` (transformers ResNet, stages {list(enc.hidden_sizes)}), "
+        f"{enc.cameras} camera(s) at {enc.image_width}x{enc.image_height}, history {enc.history} "
+        f"frame(s) 0.5 s apart, d_model {cfg.d_model}.",
+        f"- Planner: truncated diffusion over {pl.num_modes} k-means anchors of {pl.num_poses} poses "
+        f"(0.5 s); anchors noised to t={pl.infer_t} of {pl.train_timesteps}, {pl.denoise_steps} DDIM "
+        f"steps, {pl.decoder_layers}-layer cascade decoder; conditioned on visual tokens, the "
+        "reasoning embedding, speed, command and target point.",
+        "- Heads: BEV occupancy ahead (vehicle / pedestrian / static) and light state for the "
+        "safety layer; a distillation head predicting the VLM embedding, flags and intent.",
+        f"- Size on disk: {_size_mb(directory):.1f} MB (VLM {_size_mb(directory / VLM_DIR):.1f} MB).",
+        "",
+        "## Training",
+        "",
+        f"- Frames: {training.get('frames', '?')} from {training.get('episodes', '?')} expert "
+        "episodes on `scenarios/library/train` (see the dataset card `data/train/README.md`).",
+        f"- Wall time: {training.get('train_wall_s', 0) / 60:.1f} min on 2 CPU cores "
+        "(`make train` also collects the data first).",
+    ]
+    for stage in ("vlm", "frozen", "lora", "joint"):
+        if stage in training:
+            s = training[stage]
+            shown = ", ".join(
+                f"{k} {v}"
+                for k, v in s.items()
+                if k in ("total", "traj", "lm_loss", "loss", "wall_s")
+            )
+            lines.append(f"- Stage `{stage}`: {shown}")
+    lines += ["", "## Open-loop evaluation (held-out eval-suite frames, `vlmdrive eval-open`)", ""]
+    if open_loop:
+        lines.append(f"{open_loop['frames']} frames.")
+        lines.append("")
+        lines.append(
+            "| reasoning | L2@1s | L2@2s | L2@3s | collision rate | flag macro recall | intent acc |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        for source in ("vlm", "distilled"):
+            if source in open_loop:
+                m = open_loop[source]
+                lines.append(
+                    f"| {source} | {m['L2@1s']:.2f} | {m['L2@2s']:.2f} | {m['L2@3s']:.2f} | "
+                    f"{m['collision_rate']:.3f} | {m['flags']['macro_recall']} | {m['intent_accuracy']:.3f} |"
+                )
+        if "text" in open_loop.get("vlm", {}):
+            t = open_loop["vlm"]["text"]
+            lines += [
+                "",
+                f"Reasoning text (VLM, {t['frames']} frames): ROUGE-L F1 {t['rouge_l_f1']:.3f}, exact match {t['exact_match']:.3f}.",
+            ]
+            for ex in t["examples"][:2]:
+                lines.append(f'- generated: "{ex["generated"]}" / reference: "{ex["reference"]}"')
+        flags = (
+            open_loop.get("distilled", open_loop.get("vlm", {}))
+            .get("flags", {})
+            .get("per_flag", {})
+        )
+        if flags:
+            lines += ["", "Per-flag precision / recall (distilled head):", ""]
+            lines.append("| flag | precision | recall | support |")
+            lines.append("|---|---|---|---|")
+            for name, v in flags.items():
+                lines.append(f"| {name} | {v['precision']} | {v['recall']} | {v['support']} |")
+    else:
+        lines.append("Not measured yet (`vlmdrive eval-open --out <checkpoint>/open_loop.json`).")
+    lines += ["", "## Closed-loop evaluation (embedded simulator, eval suite, `vlmdrive eval`)", ""]
+    if closed:
+        lines.append("| agent | DS | RC | IP | routes |")
+        lines.append("|---|---|---|---|---|")
+        for row in closed["rows"]:
+            lines.append(
+                f"| {row['agent']} | {row['ds']:.2f} | {row['rc']:.2f} | {row['ip']:.3f} | {row['routes']} |"
+            )
+        if "ratio" in closed:
+            lines += ["", f"Agent / expert Driving Score: {closed['ratio']:.1%} (target >= 80%)."]
+        if closed.get("note"):
+            lines += ["", closed["note"]]
+    else:
+        lines.append("Not measured yet.")
+    lines += ["", "## Speed (`benchmarks/bench_agent.py`, one torch thread)", ""]
+    if speed:
+        for r in speed.get("runs", []):
+            lines.append(
+                f"- `{r['mode']}`: control step p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms"
+            )
+        if "vlm" in speed:
+            lines.append(f"- VLM reasoning on one frame: {speed['vlm']['reason_ms_p50']} ms")
+    else:
+        lines.append("Not measured yet.")
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Trained only on the embedded simulator's rendering; it has never seen a real CARLA "
+        "frame and will not transfer to CARLA without fine-tuning on CARLA data.",
+        "- The VLM is tiny and learned a small templated language from automatic labels; "
+        "its text is a readable summary of flags, distances and intent, not open-ended reasoning.",
+        "",
+        "## Reproduce",
+        "",
+        "```\nmake train\n```",
+        "",
+    ]
+    path = directory / "README.md"
+    path.write_text("\n".join(lines))
+    return path

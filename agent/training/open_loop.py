@@ -1,0 +1,153 @@
+"""Open-loop evaluation (`vlmdrive eval-open`) on held-out frames (the eval suite).
+
+Reported per reasoning source (`vlm`: the VLM's embedding, flags and intent; `distilled`:
+the model's distillation head, VLM off):
+- L2 [m] between the chosen (highest-scoring) trajectory and the expert's, at 1, 2 and 3 s
+  (poses 2, 4, 6 of 0.5 s) and averaged up to each horizon (ST-P3 convention);
+- collision rate: frames whose chosen trajectory enters a ground-truth obstacle box
+  (moved at constant velocity, ego radius EGO_RADIUS_M) where the expert's does not;
+- per-flag precision / recall / support, macro recall over flags with support;
+- intent accuracy;
+- reasoning text similarity (VLM only): ROUGE-L F1 over words and exact-match rate of the
+  generated text against the auto-labelled text, on up to `text_frames` frames.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agent.data.schema import FLAGS, INTENTS
+from agent.model.checkpoint import VLM_DIR, load_drive_model
+from agent.model.drive_model import DriveInputs
+from agent.model.losses import box_penetration
+from agent.training.trainer import load_arrays
+
+HORIZONS_S = (1.0, 2.0, 3.0)
+FLAG_THRESHOLD = 0.5
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 over lower-cased words (longest common subsequence)."""
+    a, b = candidate.lower().split(), reference.lower().split()
+    if not a or not b:
+        return float(a == b)
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b):
+            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
+        prev = cur
+    lcs = prev[-1]
+    if lcs == 0:
+        return 0.0
+    p, r = lcs / len(a), lcs / len(b)
+    return 2 * p * r / (p + r)
+
+
+def flag_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """pred/truth bool (N, F) -> per-flag precision, recall, support; macro recall."""
+    per: dict[str, dict[str, float]] = {}
+    recalls = []
+    for i, name in enumerate(FLAGS):
+        tp = int((pred[:, i] & truth[:, i]).sum())
+        support = int(truth[:, i].sum())
+        predicted = int(pred[:, i].sum())
+        precision = tp / predicted if predicted else float("nan")
+        recall = tp / support if support else float("nan")
+        per[name] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "support": support,
+        }
+        if support:
+            recalls.append(recall)
+    return {"per_flag": per, "macro_recall": round(float(np.mean(recalls)), 4) if recalls else None}
+
+
+@torch.no_grad()
+def evaluate_open_loop(
+    checkpoint: str | Path,
+    data: str | Path,
+    batch_size: int = 64,
+    text_frames: int = 200,
+    sources: tuple[str, ...] = ("vlm", "distilled"),
+    seed: int = 0,
+) -> dict[str, Any]:
+    model, meta = load_drive_model(checkpoint)
+    arrays = load_arrays(Path(data), model.cfg.encoder.history + 1, model.cfg.encoder.cameras)
+    d = arrays.data
+    n = len(arrays)
+    reasoner = None
+    if "vlm" in sources:
+        from agent.reasoner.vlm import VLMReasoner
+
+        reasoner = VLMReasoner.from_pretrained(Path(checkpoint) / VLM_DIR).eval()
+    generator = torch.Generator().manual_seed(seed)
+    results: dict[str, Any] = {"frames": n, "checkpoint": str(checkpoint), "data": str(data)}
+    gt = d["trajectory"]
+    for source in sources:
+        chosen = np.zeros_like(gt)
+        flags = np.zeros((n, len(FLAGS)), dtype=bool)
+        intent = np.zeros(n, dtype=np.int64)
+        for i in range(0, n, batch_size):
+            rows = np.arange(i, min(n, i + batch_size))
+            frames = torch.from_numpy(d["image"][arrays.history[rows]])
+            tokens, pooled = model.encoder(frames)
+            emb, flag_logits, intent_logits = model.distill(tokens)
+            if source == "vlm":
+                assert reasoner is not None
+                out = reasoner(reasoner.encode(d["image"][rows, 0]))
+                emb, flag_logits, intent_logits = out.embedding, out.flag_logits, out.intent_logits
+            x = DriveInputs(
+                frames=frames,
+                speed_mps=torch.from_numpy(d["speed_mps"][rows]),
+                command=torch.from_numpy(d["command"][rows]),
+                target_point=torch.from_numpy(d["target_point"][rows]),
+                reasoning=emb,
+            )
+            plan = model.from_tokens(tokens, pooled, x, sample=True, generator=generator).plan
+            chosen[rows] = plan.best()[0].numpy()
+            flags[rows] = (torch.sigmoid(flag_logits) >= FLAG_THRESHOLD).numpy()
+            intent[rows] = intent_logits.argmax(-1).numpy()
+        err = np.linalg.norm(chosen - gt, axis=-1)  # (N, T)
+        l2 = {}
+        for h in HORIZONS_S:
+            k = round(h / 0.5) - 1
+            l2[f"L2@{h:g}s"] = round(float(err[:, k].mean()), 4)
+            l2[f"L2avg@{h:g}s"] = round(float(err[:, : k + 1].mean()), 4)
+        obstacles = torch.from_numpy(d["obstacles"])
+        mask = torch.from_numpy(d["obstacle_mask"])
+        pen_pred = box_penetration(torch.from_numpy(chosen), obstacles, mask).amax(dim=(1, 2))
+        pen_gt = box_penetration(torch.from_numpy(gt), obstacles, mask).amax(dim=(1, 2))
+        collisions = (pen_pred > 0) & (pen_gt <= 0)
+        results[source] = {
+            **l2,
+            "collision_rate": round(float(collisions.float().mean()), 4),
+            "flags": flag_metrics(flags, d["flags"]),
+            "intent_accuracy": round(float((intent == d["intent"]).mean()), 4),
+        }
+    if reasoner is not None and text_frames > 0:
+        rng = np.random.default_rng(seed)
+        rows = np.sort(rng.choice(n, size=min(n, text_frames), replace=False))
+        texts: list[str] = []
+        for i in range(0, len(rows), 32):
+            texts += reasoner.generate_text(d["image"][rows[i : i + 32], 0])
+        refs = [str(t) for t in d["text"][rows]]
+        scores = [rouge_l(a, b) for a, b in zip(texts, refs, strict=True)]
+        results["vlm"]["text"] = {
+            "frames": len(rows),
+            "rouge_l_f1": round(float(np.mean(scores)), 4),
+            "exact_match": round(
+                float(np.mean([a.strip() == b.strip() for a, b in zip(texts, refs, strict=True)])),
+                4,
+            ),
+            "examples": [
+                {"generated": a, "reference": b} for a, b in list(zip(texts, refs, strict=True))[:5]
+            ],
+        }
+    results["intents"] = list(INTENTS)
+    return results

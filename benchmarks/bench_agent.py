@@ -1,0 +1,130 @@
+"""Control-step latency of the learned agent (not a test): `make bench` or
+`python benchmarks/bench_agent.py [--json] [--checkpoint DIR] [--seconds S]`.
+
+Drives the model agent (agent/model_agent.py) on one library route of the embedded
+simulator with the default sensor suite (one 256x128 camera, GNSS, IMU, speedometer) and
+one torch thread for the control step, and times `run_step` only (not the simulator):
+- `distilled`: the VLM off, its distilled head on the visual features;
+- `async`: the VLM reasoning in a background thread at 2 Hz while the control step runs.
+Targets (issue 5): p50 <= 15 ms, p99 <= 40 ms. Also reported: the VLM's own reasoning
+rate on this CPU (reasonings completed per second of wall time, and per-call latency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from agent.model_agent import ModelAgent
+from scenarios.compile import compile_scenario
+from scenarios.loader import load_scenario
+from scenarios.sampler import sample
+from sim.control import VehicleControl
+from sim.data_provider import DataProvider
+from sim.evaluate import agent_global_plan
+from sim.lite.world import LiteSimulator
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIO = ROOT / "scenarios/library/eval/construction_left_fog.yaml"
+
+
+def run(checkpoint: Path, mode: str, seconds: float) -> dict:
+    sim = LiteSimulator()
+    spec = compile_scenario(sample(load_scenario(SCENARIO), n=1)[0], str(SCENARIO))
+    sim.reset(spec, 0)
+    DataProvider.set_simulator(sim)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump({"checkpoint": str(checkpoint), "vlm_mode": mode, "threads": 1}, f)
+    agent = ModelAgent("localhost", 2000, False)
+    agent.set_global_plan(*agent_global_plan(agent, sim))
+    agent.setup(f.name)
+    sim.setup_sensors(agent.sensors())
+    control = VehicleControl()
+    times = []
+    wall0 = time.perf_counter()
+    for _ in range(int(seconds * 20)):
+        data = sim.tick(control)
+        if sim.route_status.ended:
+            break
+        t = time.perf_counter()
+        control = agent.run_step(data, sim.time_s)
+        times.append(time.perf_counter() - t)
+    wall = time.perf_counter() - wall0
+    status = agent.driver.runtime.status() if agent.driver.runtime is not None else None
+    agent.destroy()
+    DataProvider.set_simulator(None)
+    os.unlink(f.name)
+    ms = np.asarray(times[20:]) * 1000  # skip warm-up
+    row = {
+        "mode": mode,
+        "ticks": len(times),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p90_ms": round(float(np.percentile(ms, 90)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+        "max_ms": round(float(ms.max()), 2),
+    }
+    if status is not None:
+        completed = int(
+            getattr(status, "completed", 0)
+            if not isinstance(status, dict)
+            else status.get("completed", 0)
+        )
+        row["vlm_reasonings"] = completed
+        row["vlm_reasonings_per_s"] = round(completed / wall, 2)
+    return row
+
+
+def vlm_latency(checkpoint: Path, n: int = 10) -> dict:
+    from agent.reasoner.vlm import VLMReasoner
+
+    vlm = VLMReasoner.from_pretrained(checkpoint / "vlm").eval()
+    image = np.random.default_rng(0).integers(0, 255, (128, 256, 3), dtype=np.uint8)
+    vlm.reason(image, 0)
+    times = []
+    for i in range(n):
+        t = time.perf_counter()
+        vlm.reason(image, i)
+        times.append(time.perf_counter() - t)
+    return {"reason_ms_p50": round(float(np.median(times)) * 1000, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints/vlmdrive-tiny")
+    parser.add_argument("--seconds", type=float, default=30.0, help="game seconds per mode")
+    parser.add_argument("--json", action="store_true", help="print JSON only")
+    args = parser.parse_args()
+    rows = [run(args.checkpoint, mode, args.seconds) for mode in ("distilled", "async")]
+    report = {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "checkpoint": str(args.checkpoint),
+        "runs": rows,
+        "vlm": vlm_latency(args.checkpoint),
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(
+        f"model agent control step, 1 torch thread, {os.cpu_count()} cpus (target p50<=15, p99<=40 ms)"
+    )
+    for r in rows:
+        extra = (
+            f", VLM {r['vlm_reasonings_per_s']} reasonings/s" if "vlm_reasonings_per_s" in r else ""
+        )
+        print(
+            f"  {r['mode']:>9}: p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms{extra}"
+        )
+    print(f"  VLM reason() on one frame: {report['vlm']['reason_ms_p50']} ms (p50)")
+
+
+if __name__ == "__main__":
+    main()

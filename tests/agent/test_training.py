@@ -1,0 +1,185 @@
+"""The training pipeline end to end on a tiny synthetic dataset: typed config errors,
+all four stages, resume after an interruption, the exported checkpoint (safetensors, a
+Hugging Face VLM directory), open-loop metrics and the model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from agent.data.schema import FIELDS, FLAGS, INTENTS, MAX_OBSTACLES
+from agent.model.checkpoint import load_drive_model
+from agent.training import trainer as trainer_module
+from agent.training.config import TrainConfig, load_train_config
+from agent.training.open_loop import evaluate_open_loop, rouge_l
+from agent.training.trainer import Trainer
+from scenarios.loader import ScenarioError
+
+H, W = 32, 64
+
+
+def write_dataset(path: Path, episodes: int = 2, frames: int = 12, seed: int = 0) -> None:
+    """Synthetic shard: dark 'night' frames vs bright ones, straight trajectories whose speed
+    follows the brightness, flags/intent/text consistent with it."""
+    rng = np.random.default_rng(seed)
+    n = episodes * frames
+    night = np.arange(n) % 2 == 0
+    image = np.where(night[:, None, None, None, None], 30, 200).astype(np.uint8)
+    image = np.broadcast_to(image, (n, 1, H, W, 3)).copy()
+    image += rng.integers(0, 20, image.shape, dtype=np.uint8)
+    speed = np.where(night, 5.0, 10.0).astype(np.float32)
+    t = np.arange(1, 9, dtype=np.float32) * 0.5
+    traj = np.stack([speed[:, None] * t, np.zeros((n, 8), np.float32)], axis=-1)
+    flags = np.zeros((n, len(FLAGS)), bool)
+    flags[:, FLAGS.index("night")] = night
+    text = np.where(
+        night,
+        "Clear night. Road ahead is free; keep the lane at 20 km/h.",
+        "Clear day. Road ahead is free; keep the lane at 35 km/h.",
+    )
+    arrays = {
+        "image": image,
+        "speed_mps": speed,
+        "command": np.full(n, 4, np.int64),
+        "target_point": np.tile(np.float32([40.0, 0.0]), (n, 1)),
+        "trajectory": traj.astype(np.float32),
+        "flags": flags,
+        "intent": np.where(night, INTENTS.index("slow_down"), 0).astype(np.int64),
+        "text": text.astype(FIELDS["text"][1]),
+        "obstacles": np.zeros((n, MAX_OBSTACLES, 8), np.float32),
+        "obstacle_mask": np.zeros((n, MAX_OBSTACLES), bool),
+        "light_state": np.zeros(n, np.int64),
+        "target_speed_mps": speed,
+        "episode": np.repeat(np.arange(episodes), frames).astype(np.int64),
+        "frame": np.tile(np.arange(frames) * 10, episodes).astype(np.int64),
+        "time_s": np.tile(np.arange(frames) * 0.5, episodes).astype(np.float32),
+        "scenario": np.full(n, "synthetic#0", dtype=FIELDS["scenario"][1]),
+    }
+    path.mkdir(parents=True)
+    np.savez_compressed(path / "shard-00000.npz", **arrays)
+
+
+def config(tmp_path: Path, **stages: int) -> dict:
+    return {
+        "seed": 0,
+        "threads": 1,
+        "data": {"train": str(tmp_path / "data")},
+        "out": str(tmp_path / "ckpt"),
+        "run_dir": str(tmp_path / "run"),
+        "checkpoint_every": 2,
+        "model": {
+            "d_model": 32,
+            "heads": 2,
+            "reasoning_dim": 16,
+            "encoder": {
+                "hidden_sizes": [8, 16],
+                "depths": [1, 1],
+                "image_height": H,
+                "image_width": W,
+            },
+            "planner": {"num_modes": 4},
+        },
+        "vlm": {"image_size": 32, "vocab_size": 300},
+        "stages": [
+            {"name": name, "steps": steps, "batch_size": 4, "lr": 1e-3}
+            for name, steps in stages.items()
+        ],
+    }
+
+
+def test_unknown_keys_are_errors_with_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("data:\n  train: data\nstages: []\nmodle: {}\n")
+    with pytest.raises(ScenarioError, match=r"bad.yaml:4:1: modle: unknown field"):
+        load_train_config(path)
+    path.write_text(
+        "data: {train: d}\nstages:\n  - {name: joint, steps: 1}\n  - {name: vlm, steps: 1}\n"
+    )
+    with pytest.raises(ScenarioError, match="order"):
+        load_train_config(path)
+
+
+@pytest.mark.slow
+def test_all_stages_then_checkpoint_open_loop_and_card(tmp_path: Path) -> None:
+    write_dataset(tmp_path / "data")
+    cfg = TrainConfig.model_validate(config(tmp_path, vlm=3, frozen=4, lora=2, joint=2))
+    summary = Trainer(cfg, progress=False).run()
+    assert set(summary) >= {"vlm", "frozen", "lora", "joint", "train_wall_s"}
+    out = tmp_path / "ckpt"
+    model, meta = load_drive_model(out)
+    assert meta["training"]["frames"] == 24
+    assert (out / "vlm" / "config.json").is_file()
+    assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))
+    from transformers import AutoModelForImageTextToText
+
+    hf = AutoModelForImageTextToText.from_pretrained(out / "vlm", local_files_only=True)
+    assert not any("lora" in name for name, _ in hf.named_parameters())  # merged
+    metrics = evaluate_open_loop(out, tmp_path / "data", text_frames=4)
+    for source in ("vlm", "distilled"):
+        m = metrics[source]
+        assert {"L2@1s", "L2@2s", "L2@3s", "collision_rate", "intent_accuracy"} <= set(m)
+        assert m["flags"]["per_flag"]["night"]["support"] == 12
+    assert 0.0 <= metrics["vlm"]["text"]["rouge_l_f1"] <= 1.0
+    from agent.training.card import write_model_card
+
+    (out / "open_loop.json").write_text(json.dumps(metrics))
+    card = write_model_card(out).read_text()
+    assert "L2@3s" in card and "vlmdrive-tiny" in card
+
+
+def test_resume_continues_from_the_saved_step(tmp_path: Path, monkeypatch) -> None:
+    write_dataset(tmp_path / "data")
+    cfg = TrainConfig.model_validate(
+        {**config(tmp_path, frozen=6), "vlm": {"image_size": 32, "vocab_size": 300}}
+        | {
+            "stages": [
+                {"name": "vlm", "steps": 1, "batch_size": 4},
+                {"name": "frozen", "steps": 6, "batch_size": 4},
+            ]
+        }
+    )
+    calls = {"n": 0}
+    real = trainer_module.compute_losses
+
+    def crash_on_fifth(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "compute_losses", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(cfg, progress=False).run()
+    progress = json.loads((tmp_path / "run" / "state" / "progress.json").read_text())
+    assert progress["stage"] == "frozen" and progress["step"] == 4  # saved every 2 steps
+    assert progress["done"] == ["vlm"]
+    calls["n"] = -100
+    Trainer(cfg, progress=False).run(resume=True)
+    assert calls["n"] == -100 + 2  # only steps 4 and 5 ran again
+    model, _ = load_drive_model(tmp_path / "ckpt")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_config_file_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config(tmp_path, vlm=1, frozen=1)))
+    cfg = load_train_config(path)
+    assert [s.name for s in cfg.stages] == ["vlm", "frozen"]
+    assert cfg.model.encoder.image_height == H
+
+
+def test_shipped_config_is_valid() -> None:
+    cfg = load_train_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    assert [s.name for s in cfg.stages] == ["vlm", "frozen", "lora", "joint"]
+    assert cfg.vlm.init is None  # the shipped VLM is trained here from scratch
+
+
+def test_rouge_l() -> None:
+    assert rouge_l("keep the lane", "keep the lane") == 1.0
+    assert rouge_l("stop now", "keep the lane") == 0.0
+    assert 0 < rouge_l("keep lane at 30", "keep the lane at 50") < 1

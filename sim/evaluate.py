@@ -500,6 +500,9 @@ class RouteRunner:
         planned = getattr(agent, "planned_trajectory", None)
         planned_xy = None if planned is None else np.asarray(planned, dtype=float)
         caption = f"{plan.route_id}  {plan.scenario_name}  t={gt.time_s:.1f} s"
+        reasoning = getattr(agent, "reasoning_text", "")  # a VLM agent's latest words
+        if reasoning:
+            caption += f"  |  {reasoning}"
         try:
             recorder.add(self.sim, control, planned_xy, events, caption)
         except Exception:

@@ -83,23 +83,35 @@ def render(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("outputs/demo"),
-    agent: Annotated[str, typer.Option(help="Agent: 'expert' or a Leaderboard agent file.")] = (
-        "expert"
-    ),
+    agent: Annotated[
+        str,
+        typer.Option(
+            help="'model' (the shipped checkpoint), 'expert' or a Leaderboard agent file."
+        ),
+    ] = "model",
     agent_config: Annotated[str, typer.Option(help="The agent's config file.")] = "",
     workers: Annotated[int, typer.Option(help="Ray workers (routes in parallel).")] = 2,
     record: Annotated[bool, typer.Option(help="Write one video per route.")] = True,
 ) -> None:
     """Headless Leaderboard-style evaluation on the demo suite, then the HTML report.
 
-    The best available agent: the privileged expert until a trained checkpoint ships.
+    Default agent: the learned model (agent/model_agent.py, checkpoints/vlmdrive-tiny,
+    VLM reasoning in a background thread) — camera, GNSS, IMU and speedometer only.
     """
     from scenarios.loader import ScenarioError
     from sim.evaluate import EvaluationError, details_path, evaluate
     from sim.report import write_report
     from vlmdrive.cli_eval import summary_table
 
-    suite = Path(__file__).resolve().parent.parent / "scenarios" / "library" / "demo" / "suite.yaml"
+    root = Path(__file__).resolve().parent.parent
+    suite = root / "scenarios" / "library" / "demo" / "suite.yaml"
+    if agent == "model":
+        agent = str(root / "agent" / "model_agent.py")
+        if not agent_config:
+            out.mkdir(parents=True, exist_ok=True)
+            config = out / "model_agent.yaml"
+            config.write_text("vlm_mode: async\nvlm_rate_hz: 2.0\n")
+            agent_config = str(config)
     results_path = out / "results.json"
     try:
         results = evaluate(

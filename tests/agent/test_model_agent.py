@@ -1,0 +1,75 @@
+"""The minimal model agent in the Leaderboard lifecycle on the embedded simulator, with a
+tiny checkpoint trained in the test: every VLM mode drives, returns controls and a
+planned trajectory, and reads only Leaderboard sensor data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_training import config, write_dataset
+
+from agent.model_agent import ModelAgent
+from agent.training.config import TrainConfig
+from agent.training.trainer import Trainer
+from scenarios.compile import compile_scenario
+from scenarios.loader import ScenarioError, load_scenario
+from scenarios.sampler import sample
+from sim.control import VehicleControl
+from sim.data_provider import DataProvider
+from sim.evaluate import agent_global_plan
+from sim.lite.world import LiteSimulator
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "scenarios/library/eval/construction_left_fog.yaml"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("agent")
+    write_dataset(tmp / "data")
+    Trainer(TrainConfig.model_validate(config(tmp, vlm=2, frozen=2)), progress=False).run()
+    return tmp / "ckpt"
+
+
+def drive(checkpoint: Path, tmp_path: Path, mode: str, ticks: int = 30) -> ModelAgent:
+    sim = LiteSimulator()
+    sim.reset(compile_scenario(sample(load_scenario(SCENARIO), n=1)[0], str(SCENARIO)), 0)
+    agent_cfg = tmp_path / "agent.yaml"
+    agent_cfg.write_text(yaml.safe_dump({"checkpoint": str(checkpoint), "vlm_mode": mode}))
+    agent = ModelAgent("localhost", 2000, False)
+    agent.set_global_plan(*agent_global_plan(agent, sim))
+    agent.setup(str(agent_cfg))
+    sim.setup_sensors(agent.sensors())
+    DataProvider.set_simulator(None)  # the model agent must not need privileged access
+    control = VehicleControl()
+    try:
+        for _ in range(ticks):
+            data = sim.tick(control)
+            control = agent.run_step(data, sim.time_s)
+            assert isinstance(control, VehicleControl)
+            assert 0 <= control.throttle <= 1 and -1 <= control.steer <= 1
+    finally:
+        agent.destroy()
+    return agent
+
+
+@pytest.mark.parametrize("mode", ["off", "distilled", "async", "sync"])
+def test_every_vlm_mode_drives(checkpoint: Path, tmp_path: Path, mode: str) -> None:
+    agent = drive(checkpoint, tmp_path, mode)
+    assert agent.planned_trajectory is not None
+    assert agent.planned_trajectory.shape == (8, 2)
+    assert np.isfinite(agent.planned_trajectory).all()
+    assert agent.driver.candidates is not None and agent.driver.candidates.shape[1:] == (8, 2)
+    if mode == "sync":  # reasoned at least once at 2 Hz over 1.5 s of game time
+        assert agent.reasoning_text
+
+
+def test_bad_agent_config_names_the_field(checkpoint: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"checkpoint: {checkpoint}\nvlm_mode: turbo\n")
+    agent = ModelAgent("localhost", 2000, False)
+    with pytest.raises(ScenarioError, match="bad.yaml:2:1: vlm_mode"):
+        agent.setup(str(bad))

@@ -112,7 +112,8 @@ class ModelDriver:
             for k in range(self.steps - 1, 0, -1)
         ]
         tokens, pooled = self.model.encoder.assemble(torch.stack([*history, current], dim=1))
-        reasoning, flags, intent = self._reasoning(image_bgr, tokens, time_s)
+        heads = self.model.heads(tokens, pooled)
+        reasoning, flags, intent = self._reasoning(image_bgr, heads, time_s)
         x = DriveInputs(
             frames=frame[:, None],
             speed_mps=torch.tensor([speed_mps], dtype=torch.float32),
@@ -120,7 +121,9 @@ class ModelDriver:
             target_point=torch.from_numpy(np.asarray(nav.target_point, dtype=np.float32))[None],
             reasoning=reasoning,
         )
-        out = self.model.from_tokens(tokens, pooled, x, sample=True, generator=self.generator)
+        out = self.model.from_tokens(
+            tokens, pooled, x, sample=True, generator=self.generator, heads=heads
+        )
         chosen, prob = out.plan.best()
         self.trajectory = chosen[0].numpy().astype(np.float64)
         self.candidates = out.plan.trajectories[0].numpy()
@@ -130,11 +133,11 @@ class ModelDriver:
         self.tick += 1
         return self.tracker.control(self.trajectory, speed_mps)
 
-    def _reasoning(self, image_bgr: np.ndarray, tokens: torch.Tensor, time_s: float):
+    def _reasoning(self, image_bgr: np.ndarray, heads: dict[str, torch.Tensor], time_s: float):
         """(embedding (1, E) or None, flag probabilities (F,), intent probabilities (I,))."""
-        emb, flag_logits, intent_logits = self.model.distill(tokens)
-        flags = torch.sigmoid(flag_logits[0]).numpy()
-        intent = intent_logits[0].softmax(-1).numpy()
+        emb = heads["emb"]
+        flags = torch.sigmoid(heads["flags"][0]).numpy()
+        intent = heads["intent"][0].softmax(-1).numpy()
         mode = self.config.vlm_mode
         if mode == "distilled":
             self.reasoning_text = "(distilled) " + ", ".join(

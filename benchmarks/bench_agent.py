@@ -72,11 +72,7 @@ def run(checkpoint: Path, mode: str, seconds: float) -> dict:
         "max_ms": round(float(ms.max()), 2),
     }
     if status is not None:
-        completed = int(
-            getattr(status, "completed", 0)
-            if not isinstance(status, dict)
-            else status.get("completed", 0)
-        )
+        completed = status.completed
         row["vlm_reasonings"] = completed
         row["vlm_reasonings_per_s"] = round(completed / wall, 2)
     return row

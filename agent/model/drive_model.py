@@ -181,8 +181,11 @@ class DriveModel(nn.Module):
         x: DriveInputs,
         sample: bool,
         generator=None,
+        heads: dict[str, torch.Tensor] | None = None,
     ) -> DriveOutput:
-        h = self.heads(tokens, pooled)
+        """`heads`: `self.heads(tokens, pooled)` when the caller already computed them
+        (the agent reads the distilled reasoning before planning)."""
+        h = heads if heads is not None else self.heads(tokens, pooled)
         context = self.context(tokens, x)
         plan = (
             self.planner.sample(context, generator)

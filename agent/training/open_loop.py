@@ -97,7 +97,8 @@ def evaluate_open_loop(
             rows = np.arange(i, min(n, i + batch_size))
             frames = torch.from_numpy(d["image"][arrays.history[rows]])
             tokens, pooled = model.encoder(frames)
-            emb, flag_logits, intent_logits = model.distill(tokens)
+            heads = model.heads(tokens, pooled)
+            emb, flag_logits, intent_logits = heads["emb"], heads["flags"], heads["intent"]
             if source == "vlm":
                 assert reasoner is not None
                 out = reasoner(reasoner.encode(d["image"][rows, 0]))
@@ -109,7 +110,9 @@ def evaluate_open_loop(
                 target_point=torch.from_numpy(d["target_point"][rows]),
                 reasoning=emb,
             )
-            plan = model.from_tokens(tokens, pooled, x, sample=True, generator=generator).plan
+            plan = model.from_tokens(
+                tokens, pooled, x, sample=True, generator=generator, heads=heads
+            ).plan
             chosen[rows] = plan.best()[0].numpy()
             flags[rows] = (torch.sigmoid(flag_logits) >= FLAG_THRESHOLD).numpy()
             intent[rows] = intent_logits.argmax(-1).numpy()

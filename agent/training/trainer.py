@@ -16,13 +16,22 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch.utils.tensorboard import SummaryWriter
 
 from agent.data.dataset import history_index, load_shards
@@ -137,10 +146,7 @@ class Trainer:
             result = self._stage(index, stage, arrays, model, reasoner, start, summary, done)
             summary[stage.name] = {
                 **result,
-                "wall_s": round(
-                    time.perf_counter() - stage_t0 + summary.get(stage.name, {}).get("wall_s", 0.0),
-                    1,
-                ),
+                "wall_s": round(time.perf_counter() - stage_t0, 1),  # this process only
             }
             done.add(stage.name)
             self._save(stage.name, stage.steps, done, summary, model, reasoner, None, None)
@@ -243,7 +249,7 @@ class Trainer:
                     arrays, rows, reasoning, self.cfg.model.reasoning_dropout, generator
                 )
                 if cached is None:  # the alignment loss trains the VLM: keep its gradient
-                    targets = Targets(**{**targets.__dict__, "vlm_embedding": reasoning})
+                    targets = replace(targets, vlm_embedding=reasoning)
                 losses = compute_losses(model, model(x), targets, self.weights)
                 total = losses["total"]
                 if lm_loss is not None:
@@ -279,31 +285,22 @@ class Trainer:
         return torch.cat(out)
 
     # -------------------------------------------------------------- plumbing
-    def _bar(self, stage: StageConfig, start: int):
-        cfg_progress = self.progress
-
-        class _Bar:
-            def __enter__(self_inner):
-                self_inner.p = Progress(
-                    TextColumn(f"[bold]{stage.name}[/]"),
-                    BarColumn(),
-                    TextColumn(
-                        "{task.completed}/{task.total} loss {task.fields[loss]:.3f} L1 {task.fields[l1]:.2f} m"
-                    ),
-                    TimeElapsedColumn(),
-                    TimeRemainingColumn(),
-                    disable=not cfg_progress,
-                )
-                self_inner.p.__enter__()
-                task = self_inner.p.add_task(
-                    stage.name, total=stage.steps, completed=start, loss=0.0, l1=0.0
-                )
-                return self_inner.p, task
-
-            def __exit__(self_inner, *exc):
-                self_inner.p.__exit__(*exc)
-
-        return _Bar()
+    @contextmanager
+    def _bar(self, stage: StageConfig, start: int) -> Iterator[tuple[Progress, TaskID]]:
+        with Progress(
+            TextColumn(f"[bold]{stage.name}[/]"),
+            BarColumn(),
+            TextColumn(
+                "{task.completed}/{task.total} loss {task.fields[loss]:.3f} L1 {task.fields[l1]:.2f} m"
+            ),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            disable=not self.progress,
+        ) as bar:
+            yield (
+                bar,
+                bar.add_task(stage.name, total=stage.steps, completed=start, loss=0.0, l1=0.0),
+            )
 
     def _save(
         self, stage: str, step: int, done: set, summary: dict, model, reasoner, opt, generator

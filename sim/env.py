@@ -115,8 +115,21 @@ from sim.sensors import (
 from sim.spec import WorldSpec
 from sim.tracking import WaypointTracker
 
-# Simulator backends by name; "carla" joins when its backend lands.
-BACKENDS: dict[str, Callable[[], Simulator]] = {"lite": LiteSimulator}
+
+
+def _carla_simulator() -> Simulator:
+    """A CARLA-server backend at $CARLA_HOST:$CARLA_PORT (default localhost:2000); see
+    docs/carla_backend.md. Imported lazily: `carla` is only needed when it is used."""
+    import os
+
+    from sim.carla import CarlaSimulator
+
+    host = os.environ.get("CARLA_HOST", "localhost")
+    return CarlaSimulator(host=host, port=int(os.environ.get("CARLA_PORT", "2000")))
+
+
+# Simulator backends by name.
+BACKENDS: dict[str, Callable[[], Simulator]] = {"lite": LiteSimulator, "carla": _carla_simulator}
 
 DEFAULT_CAMERA_WIDTH_PX = 256  # [px] default front camera: small enough for RL at ~1 ms
 DEFAULT_CAMERA_HEIGHT_PX = 128  # [px]

@@ -70,6 +70,7 @@ DETAILS_VERSION = 1
 BACKENDS: tuple[str, ...] = ("lite", "carla")
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 2000  # the Leaderboard's default CARLA port
+DEFAULT_TIMEOUT_S = 10.0  # [s] CARLA client timeout (the Leaderboard's `client_timeout`)
 TRAJECTORY_EVERY_TICKS = 5  # 4 Hz trajectory in the details file
 COMFORT_EVERY_TICKS = 2  # 10 Hz samples for Bench2Drive's comfort metric
 ROUTE_XY_SPACING_M = 2.0  # [m] spacing of the route polyline in the details file
@@ -224,16 +225,26 @@ def agent_global_plan(agent: object, sim: Any) -> tuple[list, list]:
     return gps, world
 
 
-def make_simulator(backend: str) -> Any:
+def make_simulator(
+    backend: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Any:
+    """A simulator for `backend`. `carla` connects to the server at `host:port` now
+    (`timeout_s` per attempt) and raises EvaluationError naming it if none answers."""
     if backend == "lite":
         from sim.lite.world import LiteSimulator
 
         return LiteSimulator()
     if backend == "carla":
-        raise EvaluationError(
-            "backend 'carla' is not available yet (the CARLA-server backend is built "
-            "separately); use --backend lite"
-        )
+        try:
+            from sim.carla.connection import CarlaConnectionError
+            from sim.carla.world import CarlaSimulator
+
+            return CarlaSimulator(host, port, timeout_s)
+        except (ImportError, CarlaConnectionError) as exc:
+            raise EvaluationError(str(exc)) from exc
     raise EvaluationError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
 
 
@@ -312,15 +323,20 @@ class RouteRunner:
         port: int = DEFAULT_PORT,
         record_dir: str | None = None,
         min_speed_policy: str = scoring.DEFAULT_MIN_SPEED_POLICY,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self.agent_class = load_agent_class(agent)
         self.agent_config = agent_config
-        self.sim = make_simulator(backend)
+        self.sim = make_simulator(backend, host, port, timeout_s)
         self.host = host
         self.port = port
         self.record_dir = Path(record_dir) if record_dir else None
         self.recorder_cls = recorder_class() if record_dir else None
         self.min_speed_policy = min_speed_policy
+
+    def close(self) -> None:
+        """Release the simulator (a CARLA server gets its actors and settings back)."""
+        self.sim.close()
 
     def run(self, plan: RoutePlan) -> dict[str, Any]:
         """Run one route: {index, record, details, sensors, entry_status, stop}."""
@@ -728,6 +744,7 @@ def evaluate(
     *,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
     min_speed_policy: str = scoring.DEFAULT_MIN_SPEED_POLICY,
 ) -> dict[str, Any]:
     """Evaluate `agent` (a file defining get_entry_point(), or 'expert') on `suite` and
@@ -735,6 +752,7 @@ def evaluate(
 
     `workers` > 1 or a `ray_address` runs routes on Ray actors (local cluster bound to
     127.0.0.1 unless an address is given). `record` writes one video per route there.
+    `host`, `port` and `timeout_s` address the CARLA server of the `carla` backend.
     """
     if backend not in BACKENDS:
         raise EvaluationError(f"unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}")
@@ -744,7 +762,13 @@ def evaluate(
         raise EvaluationError(
             f"min_speed_policy {min_speed_policy!r} is not one of {scoring.MIN_SPEED_POLICIES}"
         )
-    make_simulator(backend)  # fails early for backends that are not available
+    if backend == "carla" and (workers > 1 or ray_address is not None):
+        raise EvaluationError(
+            "the carla backend runs routes one at a time on one server (--host/--port); "
+            "--workers > 1 / --ray-address are for the lite backend"
+        )
+    # Fails early for backends that are not available (no CARLA server answering).
+    make_simulator(backend, host, port, timeout_s).close()
     plans = plan_routes(suite, repetitions, seed)
     if not plans:
         raise EvaluationError(f"suite {suite} has no scenarios to run")
@@ -775,17 +799,21 @@ def evaluate(
         port,
         record_dir,
         min_speed_policy,
+        timeout_s,
     )
     remaining = plans[state.done :]
     with _Progress(progress, state.total, state.done) as bar:
         if workers == 1 and ray_address is None:
             runner = RouteRunner(*runner_args)
-            for plan in remaining:
-                bar.running(plan)
-                stop = state.add(runner.run(plan))
-                bar.update(state)
-                if stop:
-                    break
+            try:
+                for plan in remaining:
+                    bar.running(plan)
+                    stop = state.add(runner.run(plan))
+                    bar.update(state)
+                    if stop:
+                        break
+            finally:  # Ctrl-C included: a CARLA server must get its world back
+                runner.close()
         elif remaining:
             _run_on_ray(remaining, runner_args, workers, ray_address, state, bar)
     return state.write()
@@ -844,6 +872,8 @@ def _run_on_ray(
                 if stop:
                     return
     finally:
+        with suppress(Exception):
+            ray.get([actor.close.remote() for actor in actors], timeout=60)
         for actor in actors:
             with suppress(Exception):
                 ray.kill(actor)

@@ -65,7 +65,9 @@ def register(app: typer.Typer) -> None:
         agent_config: Annotated[
             str, typer.Option("--agent-config", help="Passed to the agent's setup().")
         ] = "",
-        backend: Annotated[str, typer.Option(help="Simulator backend: lite (or carla).")] = "lite",
+        backend: Annotated[
+            str, typer.Option(help="Simulator backend: lite, or carla (a CARLA server).")
+        ] = "lite",
         out: Annotated[Path, typer.Option(help="Leaderboard results JSON to write.")] = Path(
             "results.json"
         ),
@@ -85,6 +87,10 @@ def register(app: typer.Typer) -> None:
         ] = 0,
         host: Annotated[str, typer.Option(help="Simulator host (carla backend).")] = "localhost",
         port: Annotated[int, typer.Option(help="Simulator port (carla backend).")] = 2000,
+        timeout: Annotated[
+            float,
+            typer.Option(help="CARLA client timeout [s] per connection attempt and tick."),
+        ] = 10.0,
         min_speed_policy: Annotated[
             str,
             typer.Option(
@@ -99,11 +105,6 @@ def register(app: typer.Typer) -> None:
         from sim.agent_loading import AgentLoadError
         from sim.evaluate import EvaluationError, details_path, evaluate
 
-        if backend == "carla":
-            _fail(
-                "backend 'carla' is not available yet (the CARLA-server backend is built "
-                "separately); use --backend lite"
-            )
         try:
             results = evaluate(
                 agent,
@@ -120,6 +121,7 @@ def register(app: typer.Typer) -> None:
                 progress=not quiet,
                 host=host,
                 port=port,
+                timeout_s=timeout,
                 min_speed_policy=min_speed_policy,
             )
         except ScenarioError as exc:

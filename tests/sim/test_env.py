@@ -93,7 +93,7 @@ def test_generic_id_takes_any_scenario() -> None:
 
 
 def test_unknown_backend_lists_the_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown simulator backend 'carla2'; valid: lite"):
+    with pytest.raises(ValueError, match=r"unknown simulator backend 'carla2'; valid: lite, carla"):
         DrivingEnv(_world(), backend="carla2")
 
 

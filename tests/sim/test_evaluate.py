@@ -488,13 +488,6 @@ def test_cli_bad_suite_exits_2_without_results(tmp_path: Path) -> None:
     assert not out.exists() and not details_path(out).exists()
 
 
-def test_cli_carla_backend_is_not_available_yet(tmp_path: Path, suite_dir: Path) -> None:
-    result = CliRunner().invoke(
-        _app(), ["eval", "--agent", AUTOPILOT, "--suite", str(suite_dir), "--backend", "carla"]
-    )
-    assert result.exit_code == 2 and "not available yet" in result.output
-
-
 def test_cli_runs_and_prints_the_summary(tmp_path: Path, suite_dir: Path) -> None:
     out = tmp_path / "results.json"
     args = ["eval", "--agent", AUTOPILOT, "--suite", str(suite_dir / "tiny_b.yaml")]

@@ -40,7 +40,7 @@ bench: setup
 
 # The shipped model from scratch: expert data (train suite, with recovery perturbations;
 # the eval suite held out for open-loop metrics), then the training stages of the config.
-TRAIN_EPISODES ?= 100
+TRAIN_EPISODES ?= 160
 EVAL_EPISODES  ?= 30
 data: setup
 	test -d data/train || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(TRAIN_EPISODES) --out data/train --seed 0 --workers 2 --perturb 0.2 --quiet

@@ -20,6 +20,13 @@ steering perturbation starts (a random offset of +-PERTURB_STEER added to the ex
 steer for PERTURB_DURATION_S); frames during and after it are stored with the expert's
 plan from the disturbed state as the label, so the data show how to recover.
 
+An expert that gets stuck (a perturbation pushed it into a cone taper, a turn it never
+finds a gap for) would otherwise stand until the Leaderboard's 180 s "blocked" timeout and
+fill a third of the dataset with frames of a car that never moves again, teaching the model
+to stay stopped (the inertia problem, Codevilla et al. ICCV'19). So an episode ends once the
+ego has stood still for STUCK_END_S (longer than any red-light wait) and only the first
+STUCK_KEEP_S of that final standstill are kept.
+
 Output: `out/shard-NNNNN.npz` (`numpy.savez_compressed`, whole episodes, about
 `FRAMES_PER_SHARD` frames each, validated with `schema.check_shard`, written atomically),
 `out/index.json` and `out/README.md` (the dataset card).
@@ -67,6 +74,9 @@ FRAMES_PER_SHARD = 256  # a shard is closed once it holds at least this many fra
 PERTURB_DURATION_S = (0.5, 1.5)  # [s] length of a steering perturbation
 PERTURB_STEER = (0.15, 0.3)  # [-] magnitude of the steer offset (random sign)
 WEATHER_CONDITIONS = ("rain", "fog", "night", "glare")  # the card's weather breakdown
+STUCK_SPEED_MPS = 0.1  # [m/s] below this the ego stands still (the blocked criterion's bound)
+STUCK_END_S = 60.0  # [s] standstill that ends an episode (a full 4-way light cycle is ~60 s)
+STUCK_KEEP_S = 10.0  # [s] of the final standstill kept in the data
 
 
 class CollectError(ValueError):
@@ -150,12 +160,23 @@ def run_episode(
     rows: dict[str, list] = {name: [] for name in FIELDS}
     memory: LabelMemory | None = None
     control = VehicleControl()
-    perturb_ticks, perturb_steer, perturbed_frames, infractions = 0, 0.0, 0, 0
+    perturb_ticks, perturb_steer, infractions = 0, 0.0, 0
+    perturbed: list[bool] = []  # per stored frame: taken during a steering perturbation
+    still_since: float | None = None  # [s] game time the current standstill began
+    failure: str | None = None
     try:
         while True:
             data = sim.tick(control)
             infractions += len(sim.events)
             if sim.route_status.ended:
+                failure = sim.route_status.failure
+                break
+            if float(data[speed_id][1]["speed"]) >= STUCK_SPEED_MPS:
+                still_since = None
+            elif still_since is None:
+                still_since = sim.time_s
+            elif sim.time_s - still_since > STUCK_END_S:
+                failure = f"expert stuck: stood still for {STUCK_END_S:.0f} s"
                 break
             nav = navigation.update(data[gnss_id][1], float(data[imu_id][1][6]))
             control = expert.step(sim)
@@ -182,7 +203,7 @@ def run_episode(
                 rows["frame"].append(sim.frame)
                 rows["time_s"].append(sim.time_s)
                 rows["scenario"].append(concrete.name[:NAME_LEN])
-                perturbed_frames += perturb_ticks > 0
+                perturbed.append(perturb_ticks > 0)
             if perturb > 0.0:
                 if perturb_ticks == 0 and rng.random() < perturb * FIXED_DELTA_SECONDS:
                     perturb_ticks = int(
@@ -200,6 +221,8 @@ def run_episode(
         DataProvider.set_simulator(None)
         sim.close()
     arrays = _stack(rows)
+    if still_since is not None and failure is not None:
+        arrays, perturbed = drop_standstill_tail(arrays, perturbed, still_since)
     status = sim.route_status
     return EpisodeResult(
         episode=episode,
@@ -208,11 +231,22 @@ def run_episode(
         world_seed=world_seed,
         arrays=arrays,
         completion=float(status.completion),
-        failure=status.failure,
+        failure=failure,
         infractions=infractions,
-        perturbed_frames=int(perturbed_frames),
+        perturbed_frames=sum(perturbed),
         game_s=float(sim.time_s),
         wall_s=time.perf_counter() - wall0,
+    )
+
+
+def drop_standstill_tail(
+    arrays: dict[str, np.ndarray], perturbed: list[bool], still_since_s: float
+) -> tuple[dict[str, np.ndarray], list[bool]]:
+    """Keep the frames up to STUCK_KEEP_S after the final standstill began (game time)."""
+    keep = arrays["time_s"] <= still_since_s + STUCK_KEEP_S
+    return (
+        {name: a[keep] for name, a in arrays.items()},
+        [p for p, k in zip(perturbed, keep, strict=True) if k],
     )
 
 

@@ -4,7 +4,7 @@ reasoning (embedding, flags, intent) for the VLM-off fast path.
 
     frames ─► CameraEncoder ─► visual tokens ──┬─► PerceptionHead (BEV occupancy, light)
                                                ├─► DistilledReasoning (embedding, flags, intent)
-    speed, command, target point ─► state token┤
+    speed, command, target point ─► state token┤ (also added to every planner mode query)
     VLM embedding (or distilled, or "none") ─► reasoning token
                                                └─► TruncatedDiffusionPlanner ─► (K, T, 2), scores
 """
@@ -152,16 +152,14 @@ class DriveModel(nn.Module):
             return token
         return torch.where(x.reasoning_mask[:, None], token, none)
 
-    def context(self, tokens: torch.Tensor, x: DriveInputs) -> torch.Tensor:
+    def context(self, tokens: torch.Tensor, x: DriveInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cross-attention context (B, L + 2, d), ego-state embedding (B, d))."""
         b = tokens.shape[0]
+        state = self.state_token(x)
         extra = torch.stack(
-            [
-                self.state_token(x) + self.token_type[1],
-                self.reasoning_token(x, b) + self.token_type[2],
-            ],
-            dim=1,
+            [state + self.token_type[1], self.reasoning_token(x, b) + self.token_type[2]], dim=1
         )
-        return torch.cat([tokens + self.token_type[0], extra], dim=1)
+        return torch.cat([tokens + self.token_type[0], extra], dim=1), state
 
     def heads(self, tokens: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         bev, light = self.perception(tokens, pooled)
@@ -186,10 +184,10 @@ class DriveModel(nn.Module):
         """`heads`: `self.heads(tokens, pooled)` when the caller already computed them
         (the agent reads the distilled reasoning before planning)."""
         h = heads if heads is not None else self.heads(tokens, pooled)
-        context = self.context(tokens, x)
+        context, state = self.context(tokens, x)
         plan = (
-            self.planner.sample(context, generator)
+            self.planner.sample(context, state, generator)
             if sample
-            else self.planner.training_outputs(context, generator)
+            else self.planner.training_outputs(context, state, generator)
         )
         return DriveOutput(plan, h["bev"], h["light"], h["emb"], h["flags"], h["intent"], pooled)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +31,20 @@ from agent.model.drive_model import DriveModel, DriveOutput
 EGO_RADIUS_M = 1.0  # [m] waypoints closer than this to a box count as a collision
 MAX_JERK_MPS3 = 4.13  # [m/s^3] nuPlan's comfort bound on longitudinal jerk
 FOCAL_GAMMA = 2.0
+MAX_FLAG_POS_WEIGHT = 20.0  # [-] cap of a rare flag's positive-class weight
+
+
+def flag_pos_weight(flags: np.ndarray) -> torch.Tensor:
+    """(F,) BCE positive weights, negatives/positives per flag capped at MAX_FLAG_POS_WEIGHT.
+
+    Edge-case flags are rare (a lead braking hard is in ~1 % of the frames) and the target
+    is recall: unweighted BCE settles below the 0.5 threshold on them. A flag with no
+    positives at all gets weight 1 (nothing to balance)."""
+    flags = np.asarray(flags, dtype=bool)
+    pos = flags.sum(0).astype(np.float64)
+    neg = len(flags) - pos
+    weight = np.where(pos > 0, neg / np.maximum(pos, 1.0), 1.0)
+    return torch.tensor(np.clip(weight, 1.0, MAX_FLAG_POS_WEIGHT), dtype=torch.float32)
 
 
 @dataclass(frozen=True)
@@ -124,9 +139,14 @@ def bev_targets(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tens
 
 
 def compute_losses(
-    model: DriveModel, out: DriveOutput, targets: Targets, weights: LossWeights
+    model: DriveModel,
+    out: DriveOutput,
+    targets: Targets,
+    weights: LossWeights,
+    flag_weight: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Named loss terms and their weighted sum under "total"."""
+    """Named loss terms and their weighted sum under "total". `flag_weight`: (F,) BCE
+    positive weights of the flags (`flag_pos_weight` of the training set)."""
     cfg: ModelConfig = model.cfg
     gt = targets.trajectory
     b = gt.shape[0]
@@ -156,7 +176,9 @@ def compute_losses(
         out.bev_logits, occupancy, pos_weight=((1 - pos) / pos).sqrt()
     )
     terms["light"] = F.cross_entropy(out.light_logits, targets.light_state)
-    terms["distill_flags"] = F.binary_cross_entropy_with_logits(out.distilled_flags, targets.flags)
+    terms["distill_flags"] = F.binary_cross_entropy_with_logits(
+        out.distilled_flags, targets.flags, pos_weight=flag_weight
+    )
     terms["distill_intent"] = F.cross_entropy(out.distilled_intent, targets.intent)
     w = weights
     total = (

@@ -6,9 +6,13 @@ manoeuvres: stop, follow, pass left...) noised to a *small* timestep, and denois
 (`prediction_type="sample"`) and a per-mode score. K modes survive to the output, so a
 "pass on the left" and a "stop" stay separate candidates instead of being averaged.
 
-Conditioning (cross-attention context): the visual tokens, one reasoning token (the VLM
-embedding, or a learned "no reasoning" token) and one ego-state token (speed, command,
-target point). Trajectories are normalised per axis (`PlannerConfig.x_offset_m`...).
+Conditioning: cross-attention to the context (the visual tokens, one reasoning token —
+the VLM embedding or a learned "no reasoning" token — and one ego-state token), and the
+ego-state embedding (speed, command, target point) added to every mode query as well, the
+way DiffusionDrive feeds its ego status straight into the plan queries: where to go and
+how fast the ego already moves decide most of the trajectory, and a query that has to
+find them by attention among ~130 visual tokens learns that slowly. Trajectories are
+normalised per axis (`PlannerConfig.x_offset_m`...).
 
 Shapes: trajectories (B, K, T, 2) ego frame [m], scores (B, K) logits.
 """
@@ -134,12 +138,12 @@ class TruncatedDiffusionPlanner(nn.Module):
         return traj_n * self.norm_scale + self.norm_offset
 
     def decode(
-        self, noisy_n: torch.Tensor, t: torch.Tensor, context: torch.Tensor
+        self, noisy_n: torch.Tensor, t: torch.Tensor, context: torch.Tensor, ego: torch.Tensor
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-        """Noisy normalised trajectories (B, K, T, 2) at timesteps t (B,) -> per layer
-        (clean-trajectory prediction (B, K, T, 2) normalised, scores (B, K))."""
-        b, k = noisy_n.shape[:2]
-        q = self.traj_embed(noisy_n.flatten(2)) + self.mode_embed
+        """Noisy normalised trajectories (B, K, T, 2) at timesteps t (B,), the context
+        (B, L, d) and the ego-state embedding (B, d) -> per layer (clean-trajectory
+        prediction (B, K, T, 2) normalised, scores (B, K))."""
+        q = self.traj_embed(noisy_n.flatten(2)) + self.mode_embed + ego[:, None, :]
         q = q + self.time_embed(timestep_embedding(t, self.d_model))[:, None, :]
         traj = noisy_n
         out = []
@@ -150,19 +154,21 @@ class TruncatedDiffusionPlanner(nn.Module):
             traj = traj.detach()  # each layer refines the last one's output (cascade)
         return tuple(out)
 
-    def training_outputs(self, context: torch.Tensor, generator=None) -> PlannerOutput:
+    def training_outputs(
+        self, context: torch.Tensor, ego: torch.Tensor, generator=None
+    ) -> PlannerOutput:
         """One denoising pass from anchors noised to t ~ U[0, train_max_t)."""
         b = context.shape[0]
         anchors_n = self.normalize(self.anchors).expand(b, -1, -1, -1)
         t = torch.randint(0, self.cfg.train_max_t, (b,), device=context.device, generator=generator)
         noise = torch.randn(anchors_n.shape, device=context.device, generator=generator)
-        layers = self.decode(self.schedule.add_noise(anchors_n, noise, t), t, context)
+        layers = self.decode(self.schedule.add_noise(anchors_n, noise, t), t, context, ego)
         traj_n, scores = layers[-1]
         return PlannerOutput(self.denormalize(traj_n), scores, layers)
 
     @torch.no_grad()
     def sample(
-        self, context: torch.Tensor, generator: torch.Generator | None = None
+        self, context: torch.Tensor, ego: torch.Tensor, generator: torch.Generator | None = None
     ) -> PlannerOutput:
         """Inference: anchors noised to `infer_t`, `denoise_steps` DDIM steps to t = 0."""
         b = context.shape[0]
@@ -173,7 +179,7 @@ class TruncatedDiffusionPlanner(nn.Module):
         steps = torch.linspace(t0, 0, self.cfg.denoise_steps + 1).round().long().tolist()
         layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
         for t, t_prev in zip(steps[:-1], steps[1:], strict=True):
-            layers = self.decode(x, torch.full((b,), t, dtype=torch.long), context)
+            layers = self.decode(x, torch.full((b,), t, dtype=torch.long), context, ego)
             x0, _ = layers[-1]
             x = self.schedule.step(x0, x, t, t_prev if t_prev > 0 else -1)
         traj_n, scores = layers[-1]

@@ -53,11 +53,13 @@ def train_vlm(
     caption_fraction: float = 0.5,
     weight_decay: float = 0.01,
     grad_clip: float = 1.0,
+    flag_weight: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Train the reasoner's trainable parameters in place with AdamW.
 
     images: (N, H, W, 3) uint8 BGR (camera 0); texts: (N,) reasoning strings;
-    flags: (N, F) bool; intent: (N,) int index into INTENTS.
+    flags: (N, F) bool; intent: (N,) int index into INTENTS; flag_weight: (F,) BCE
+    positive weights (rare flags, see agent.model.losses.flag_pos_weight).
     Returns the losses ("lm", "flags", "intent", "total") averaged over the last
     `FINAL_WINDOW` steps, and "steps_per_s". `log` receives "losses/*" every step and
     "charts/steps_per_s" at the end. Leaves the reasoner in eval mode.
@@ -111,7 +113,9 @@ def train_vlm(
             zero = out.lm_loss.new_zeros(())
             if rows.any():
                 ix = torch.as_tensor(idx)[rows]
-                flag_loss = F.binary_cross_entropy_with_logits(out.flag_logits[rows], flags_t[ix])
+                flag_loss = F.binary_cross_entropy_with_logits(
+                    out.flag_logits[rows], flags_t[ix], pos_weight=flag_weight
+                )
                 intent_loss = F.cross_entropy(out.intent_logits[rows], intent_t[ix])
             else:
                 flag_loss = intent_loss = zero

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import (
     BarColumn,
     Progress,
@@ -38,7 +39,7 @@ from agent.data.dataset import history_index, load_shards
 from agent.model.anchors import kmeans_anchors
 from agent.model.checkpoint import VLM_DIR, save_drive_model
 from agent.model.drive_model import DriveInputs, DriveModel
-from agent.model.losses import LossWeights, Targets, compute_losses
+from agent.model.losses import LossWeights, Targets, compute_losses, flag_pos_weight
 from agent.reasoner.vlm import VLMReasoner
 from agent.training import state as st
 from agent.training.config import StageConfig, TrainConfig
@@ -128,6 +129,7 @@ class Trainer:
         steps = cfg.model.encoder.history + 1
         arrays = load_arrays(cfg.data.train, steps, cfg.model.encoder.cameras, cfg.data.max_frames)
         log.info("training frames: %d", len(arrays))
+        self.flag_weight = flag_pos_weight(arrays.data["flags"])
         self.writer = SummaryWriter(str(cfg.run_dir / "tb"))
         summary: dict[str, Any] = dict(progress.get("summary", {})) if progress else {}
         done = set(progress.get("done", [])) if progress else set()
@@ -201,6 +203,7 @@ class Trainer:
                 seed=self.cfg.seed,
                 progress=self.progress,
                 log=lambda name, value, step: self.writer.add_scalar(f"vlm/{name}", value, step),
+                flag_weight=self.flag_weight,
             )
             return {k: round(float(v), 4) for k, v in result.items() if isinstance(v, (int, float))}
         generator = torch.Generator().manual_seed(self.cfg.seed * 1000 + index)
@@ -236,25 +239,37 @@ class Trainer:
         with self._bar(stage, start) as (bar, task):
             for step in range(start, stage.steps):
                 rows = torch.randint(n, (stage.batch_size,), generator=generator).numpy()
+                vlm_terms: dict[str, torch.Tensor] = {}
                 if cached is not None:
                     reasoning = cached[rows]
-                    lm_loss = None
                 else:
                     images = current_images(arrays, rows)
                     out = reasoner(reasoner.encode(images))
                     reasoning = out.embedding
                     texts = [str(t) for t in arrays.data["text"][rows]]
-                    lm_loss = reasoner(reasoner.encode(images, targets=texts)).lm_loss
+                    # The VLM keeps its own objectives while the planner's losses move its
+                    # embedding: the language model, and the flag / intent heads (without
+                    # these the heads collapse, as the shipped model's first version did).
+                    vlm_terms["vlm_lm"] = reasoner(reasoner.encode(images, targets=texts)).lm_loss
+                    vlm_terms["vlm_flags"] = F.binary_cross_entropy_with_logits(
+                        out.flag_logits,
+                        torch.from_numpy(arrays.data["flags"][rows]).float(),
+                        pos_weight=self.flag_weight,
+                    )
+                    vlm_terms["vlm_intent"] = F.cross_entropy(
+                        out.intent_logits, torch.from_numpy(arrays.data["intent"][rows])
+                    )
                 x, targets = drive_batch(
                     arrays, rows, reasoning, self.cfg.model.reasoning_dropout, generator
                 )
                 if cached is None:  # the alignment loss trains the VLM: keep its gradient
                     targets = replace(targets, vlm_embedding=reasoning)
-                losses = compute_losses(model, model(x), targets, self.weights)
+                losses = compute_losses(model, model(x), targets, self.weights, self.flag_weight)
                 total = losses["total"]
-                if lm_loss is not None:
-                    losses["vlm_lm"] = lm_loss
-                    total = total + self.cfg.loss.vlm_lm * lm_loss
+                if vlm_terms:
+                    losses.update(vlm_terms)
+                    total = total + self.cfg.loss.vlm_lm * vlm_terms["vlm_lm"]
+                    total = total + vlm_terms["vlm_flags"] + vlm_terms["vlm_intent"]
                 opt.zero_grad(set_to_none=True)
                 total.backward()
                 torch.nn.utils.clip_grad_norm_(params, 5.0)

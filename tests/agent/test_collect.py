@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.data.collect import CollectError, collect
+from agent.data.collect import STUCK_KEEP_S, CollectError, collect, drop_standstill_tail
 from agent.data.dataset import DatasetError, history_index, load_shards
 from agent.data.schema import FIELDS, FLAGS, check_shard
 
@@ -132,3 +132,13 @@ def test_history_index_repeats_the_first_frame() -> None:
     ]
     with pytest.raises(ValueError, match="consecutive"):
         history_index(np.array([1, 2, 1]), 1)
+
+
+def test_a_stuck_expert_keeps_only_the_start_of_its_final_standstill() -> None:
+    time_s = np.arange(0.0, 100.0, 0.5)  # 200 frames at 2 Hz
+    arrays = {"time_s": time_s, "speed_mps": np.where(time_s < 20.0, 5.0, 0.0)}
+    perturbed = [bool(i % 2) for i in range(len(time_s))]
+    kept, kept_perturbed = drop_standstill_tail(arrays, perturbed, still_since_s=20.0)
+    assert kept["time_s"][-1] == pytest.approx(20.0 + STUCK_KEEP_S)
+    assert len(kept["speed_mps"]) == len(kept_perturbed) == int((20.0 + STUCK_KEEP_S) / 0.5) + 1
+    assert kept_perturbed == perturbed[: len(kept_perturbed)]

@@ -17,12 +17,14 @@ from agent.model.config import EncoderConfig, ModelConfig, PerceptionConfig
 from agent.model.drive_model import DriveInputs, DriveModel
 from agent.model.encoder import CameraEncoder, build_backbone
 from agent.model.losses import (
+    MAX_FLAG_POS_WEIGHT,
     LossWeights,
     Targets,
     bev_targets,
     box_penetration,
     closest_anchor,
     compute_losses,
+    flag_pos_weight,
     jerk_excess,
 )
 from agent.model.planner import DDIMSchedule
@@ -235,3 +237,11 @@ def test_golden_output() -> None:
     want = load_file(str(GOLDEN))
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-4)
+
+
+def test_flag_pos_weight_balances_rare_flags_and_is_capped() -> None:
+    flags = np.zeros((100, 3), dtype=bool)
+    flags[:25, 0] = True  # 25 positives, 75 negatives -> 3
+    flags[:1, 1] = True  # 1 positive, 99 negatives -> capped
+    weight = flag_pos_weight(flags)  # column 2: no positives -> 1
+    assert weight.tolist() == pytest.approx([3.0, MAX_FLAG_POS_WEIGHT, 1.0])

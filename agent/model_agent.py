@@ -25,6 +25,7 @@ Agent config (YAML, every key optional, unknown keys rejected):
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -51,12 +52,49 @@ def get_entry_point() -> str:
     return "ModelAgent"
 
 
+@dataclass(frozen=True)
+class ModelStep:
+    """What the model produced on one tick; ego frame [m], x forward, y left.
+
+    trajectory (T, 2) the highest-scoring mode; candidates (K, T, 2) and scores (K,)
+    probabilities; confidence = the chosen mode's probability; bev_probs (classes, rows,
+    cols) occupancy probabilities (PerceptionConfig grid); light_probs (LIGHT_STATES,);
+    flag_probs (FLAGS,) from the reasoning source in use; target points from navigation.
+    """
+
+    trajectory: np.ndarray
+    candidates: np.ndarray
+    scores: np.ndarray
+    confidence: float
+    bev_probs: np.ndarray
+    light_probs: np.ndarray
+    flag_probs: np.ndarray
+    intent: str
+    target_point: np.ndarray
+    next_target_point: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.trajectory.ndim != 2 or self.trajectory.shape[1] != 2:
+            raise ValueError(f"ModelStep.trajectory must be (T, 2), got {self.trajectory.shape}")
+        if self.candidates.ndim != 3 or self.candidates.shape[0] != len(self.scores):
+            raise ValueError(
+                f"ModelStep.candidates must be (K, T, 2) with K = len(scores) "
+                f"({len(self.scores)}), got {self.candidates.shape}"
+            )
+        if self.flag_probs.shape != (len(FLAGS),):
+            raise ValueError(
+                f"ModelStep.flag_probs must be ({len(FLAGS)},), got {self.flag_probs.shape}"
+            )
+
+
 class ModelAgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     checkpoint: Path = DEFAULT_CHECKPOINT
     vlm_mode: Literal["off", "async", "sync", "distilled"] = "distilled"
+    vlm_path: Path | None = None  # a local HF VLM directory; default <checkpoint>/vlm
     vlm_rate_hz: float = Field(2.0, gt=0)
+    device: str = "cpu"  # torch device of the driving model ("cpu", "cuda", "cuda:1"...)
     threads: int = Field(1, ge=1)
     seed: int = 0
 
@@ -69,6 +107,11 @@ class ModelDriver:
         torch.set_num_threads(config.threads)
         self.model: DriveModel
         self.model, self.meta = load_drive_model(config.checkpoint)
+        try:
+            self.device = torch.device(config.device)
+            self.model.to(self.device)
+        except (RuntimeError, AssertionError) as exc:  # e.g. "cuda" on a CPU-only torch
+            raise ValueError(f"device: cannot use {config.device!r} here ({exc})") from None
         self.steps = self.model.cfg.encoder.history + 1
         self.tracker = WaypointTracker()
         self.route = RoutePlanner()
@@ -81,7 +124,8 @@ class ModelDriver:
             from agent.reasoner.runtime import ReasonerRuntime
             from agent.reasoner.vlm import VLMReasoner
 
-            vlm = VLMReasoner.from_pretrained(Path(config.checkpoint) / VLM_DIR).eval()
+            vlm_dir = config.vlm_path or Path(config.checkpoint) / VLM_DIR
+            vlm = VLMReasoner.from_pretrained(vlm_dir).eval()
             self.runtime = ReasonerRuntime(vlm, config.vlm_mode, rate_hz=config.vlm_rate_hz)
         self.tick = 0
         self.trajectory: np.ndarray | None = None
@@ -95,16 +139,17 @@ class ModelDriver:
         self.route.set_route(global_plan_gps)
 
     @torch.no_grad()
-    def step(
+    def infer(
         self,
         image_bgr: np.ndarray,
         speed_mps: float,
         gnss: np.ndarray,
         compass: float,
         time_s: float,
-    ) -> VehicleControl:
+    ) -> ModelStep:
+        """One tick of the model: sensors -> candidates, perception, reasoning."""
         nav = self.route.update(gnss, compass)
-        frame = torch.from_numpy(np.ascontiguousarray(image_bgr))[None, None]  # (1, C=1, H, W, 3)
+        frame = torch.from_numpy(np.ascontiguousarray(image_bgr))[None, None].to(self.device)
         current = self.model.encoder.encode_frames(frame)  # (1, C, h*w, d)
         self.features.append(current)
         history = [
@@ -116,28 +161,53 @@ class ModelDriver:
         reasoning, flags, intent = self._reasoning(image_bgr, heads, time_s)
         x = DriveInputs(
             frames=frame[:, None],
-            speed_mps=torch.tensor([speed_mps], dtype=torch.float32),
-            command=torch.tensor([nav.command]),
-            target_point=torch.from_numpy(np.asarray(nav.target_point, dtype=np.float32))[None],
-            reasoning=reasoning,
+            speed_mps=torch.tensor([speed_mps], dtype=torch.float32, device=self.device),
+            command=torch.tensor([nav.command], device=self.device),
+            target_point=torch.from_numpy(np.asarray(nav.target_point, dtype=np.float32))[None].to(
+                self.device
+            ),
+            reasoning=None if reasoning is None else reasoning.to(self.device),
         )
         out = self.model.from_tokens(
             tokens, pooled, x, sample=True, generator=self.generator, heads=heads
         )
         chosen, prob = out.plan.best()
-        self.trajectory = chosen[0].numpy().astype(np.float64)
-        self.candidates = out.plan.trajectories[0].numpy()
+        self.trajectory = chosen[0].cpu().numpy().astype(np.float64)
+        self.candidates = out.plan.trajectories[0].cpu().numpy()
         self.confidence = float(prob[0])
         self.flags = tuple(f for f, p in zip(FLAGS, flags, strict=True) if p >= FLAG_THRESHOLD)
         self.intent = INTENTS[int(np.argmax(intent))]
         self.tick += 1
-        return self.tracker.control(self.trajectory, speed_mps)
+        return ModelStep(
+            trajectory=self.trajectory,
+            candidates=self.candidates,
+            scores=out.plan.scores[0].softmax(-1).cpu().numpy(),
+            confidence=self.confidence,
+            bev_probs=torch.sigmoid(out.bev_logits[0]).cpu().numpy(),
+            light_probs=out.light_logits[0].softmax(-1).cpu().numpy(),
+            flag_probs=np.asarray(flags, dtype=np.float32),
+            intent=self.intent,
+            target_point=np.asarray(nav.target_point, dtype=np.float64),
+            next_target_point=np.asarray(nav.next_target_point, dtype=np.float64),
+        )
+
+    def step(
+        self,
+        image_bgr: np.ndarray,
+        speed_mps: float,
+        gnss: np.ndarray,
+        compass: float,
+        time_s: float,
+    ) -> VehicleControl:
+        """`infer`, then track the highest-scoring trajectory with the PID."""
+        model_step = self.infer(image_bgr, speed_mps, gnss, compass, time_s)
+        return self.tracker.control(model_step.trajectory, speed_mps)
 
     def _reasoning(self, image_bgr: np.ndarray, heads: dict[str, torch.Tensor], time_s: float):
         """(embedding (1, E) or None, flag probabilities (F,), intent probabilities (I,))."""
         emb = heads["emb"]
-        flags = torch.sigmoid(heads["flags"][0]).numpy()
-        intent = heads["intent"][0].softmax(-1).numpy()
+        flags = torch.sigmoid(heads["flags"][0]).cpu().numpy()
+        intent = heads["intent"][0].softmax(-1).cpu().numpy()
         mode = self.config.vlm_mode
         if mode == "distilled":
             self.reasoning_text = "(distilled) " + ", ".join(

@@ -95,8 +95,9 @@ def demo(
 ) -> None:
     """Headless Leaderboard-style evaluation on the demo suite, then the HTML report.
 
-    Default agent: the learned model (agent/model_agent.py, checkpoints/vlmdrive-tiny,
-    VLM reasoning in a background thread) — camera, GNSS, IMU and speedometer only.
+    Default agent: the Leaderboard agent (agent/leaderboard_agent.py: the shipped
+    checkpoint, VLM reasoning in a background thread, the safety guard on) — camera, GNSS,
+    IMU and speedometer only.
     """
     from scenarios.loader import ScenarioError
     from sim.evaluate import EvaluationError, details_path, evaluate
@@ -106,11 +107,11 @@ def demo(
     root = Path(__file__).resolve().parent.parent
     suite = root / "scenarios" / "library" / "demo" / "suite.yaml"
     if agent == "model":
-        agent = str(root / "agent" / "model_agent.py")
+        agent = str(root / "agent" / "leaderboard_agent.py")
         if not agent_config:
             out.mkdir(parents=True, exist_ok=True)
-            config = out / "model_agent.yaml"
-            config.write_text("vlm_mode: async\nvlm_rate_hz: 2.0\n")
+            config = out / "agent.yaml"
+            config.write_text("vlm_mode: async\nvlm_rate_hz: 2.0\nsafety: {enabled: true}\n")
             agent_config = str(config)
     results_path = out / "results.json"
     try:

@@ -189,7 +189,7 @@ class RulePlanner:
             return True
         return self._now - since >= self.config.stalled_after_s
 
-    def _project(self, path: np.ndarray, s: np.ndarray, pts: np.ndarray):
+    def project(self, path: np.ndarray, s: np.ndarray, pts: np.ndarray):
         """(along [m], lateral [m] left of the path) of points (K, 2) on `path`."""
         # Coarse nearest vertex on every 4th one, then the exact one in that window.
         coarse = path[::4]
@@ -206,7 +206,7 @@ class RulePlanner:
         lateral = rel[:, 1] * tangent[:, 0] - rel[:, 0] * tangent[:, 1]
         return along, lateral
 
-    def _footprints(self, view: ObstacleView, idx: np.ndarray, t: float = 0.0) -> np.ndarray:
+    def footprints(self, view: ObstacleView, idx: np.ndarray, t: float = 0.0) -> np.ndarray:
         """(len(idx), 5, 2) corners + centre of obstacles `idx` after `t` seconds."""
         c = view.obstacle_xy[idx] + view.obstacle_velocity[idx] * t
         yaw = view.obstacle_yaw[idx]
@@ -229,8 +229,8 @@ class RulePlanner:
         if not cand.any():
             return None
         idx = np.nonzero(cand)[0]
-        pts = self._footprints(view, idx).reshape(-1, 2)
-        along, lat = self._project(view.route_xy, view.route_s, pts)
+        pts = self.footprints(view, idx).reshape(-1, 2)
+        along, lat = self.project(view.route_xy, view.route_s, pts)
         half = view.ego_size[1] / 2 + self.config.corridor_margin_m
         inside = (np.abs(lat - offset) < half) & (along > from_s) & (along < to_s)
         if not inside.any():
@@ -255,8 +255,8 @@ class RulePlanner:
         if n == 0:
             return True
         idx = np.arange(n)
-        pts = self._footprints(view, idx)
-        along, lat = self._project(view.route_xy, view.route_s, pts.reshape(-1, 2))
+        pts = self.footprints(view, idx)
+        along, lat = self.project(view.route_xy, view.route_s, pts.reshape(-1, 2))
         along, lat = along.reshape(n, 5), lat.reshape(n, 5)
         half = view.ego_size[1] / 2 + cfg.corridor_margin_m
         in_lane = (np.abs(lat - offset) < half).any(axis=1)
@@ -401,8 +401,8 @@ class RulePlanner:
             return []
         moving = speed[idx] > 0.3
         # Footprints of every candidate at every prediction time: (n_idx, n_t, 5, 2).
-        pts = np.stack([self._footprints(view, idx, float(t)) for t in times], axis=1)
-        along, lat = self._project(path, s, pts.reshape(-1, 2))
+        pts = np.stack([self.footprints(view, idx, float(t)) for t in times], axis=1)
+        along, lat = self.project(path, s, pts.reshape(-1, 2))
         shape = (len(idx), len(times), 5)
         along, lat = along.reshape(shape), lat.reshape(shape)
         is_ped = np.array([view.obstacle_kind[i] == "pedestrian" for i in idx])

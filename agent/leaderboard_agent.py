@@ -1,0 +1,257 @@
+"""The vlmdrive Leaderboard agent: camera -> model -> safety guard -> PID -> control.
+
+This is the file users hand to CARLA's `leaderboard_evaluator.py` (`--agent`) and to
+`vlmdrive eval --agent`. Per 20 Hz tick:
+
+    input_data (rgb_front, gps, imu, speedometer)        Leaderboard formats
+      -> ModelDriver.infer      encoder, reasoning (VLM / distilled), diffusion planner,
+                                perception heads (BEV occupancy, light, flags)
+      -> SafetyGuard.check      accepts the planner's trajectory, slows it to a cap, or
+                                replaces it with the rules' plan on the perceived view or an
+                                emergency stop; returns the reason code
+      -> WaypointTracker        lateral + longitudinal PID (sim/tracking.py)
+      -> carla.VehicleControl   (our VehicleControl when `carla` is not installed)
+
+No exception escapes `run_step`: a model that raises is an emergency stop (MODEL_ERROR, the
+error logged and kept in `last_error`); a missing camera frame skips the model and the
+guard stops (CAMERA_MISSING). An emergency stop is a full brake (throttle 0, brake 1),
+not a zero trajectory through the PID, which brakes in proportion to the speed. Guard decisions
+are counted per route in `interventions` (ticks, interventions, one count per reason code),
+which `vlmdrive eval` writes into the results' details and report.
+
+Base class: CARLA's `leaderboard.autoagents.autonomous_agent.AutonomousAgent` when a
+Leaderboard checkout is importable, else the API-identical one in `sim.agent_loading`.
+Lifecycle: the Leaderboard calls `set_global_plan` before `setup` and makes a new
+instance per route; both orders are handled.
+
+Agent config (YAML, every key optional, unknown keys rejected with file:line):
+
+    checkpoint: checkpoints/vlmdrive-tiny   # the driving model
+    vlm_mode: distilled                     # off | async | sync | distilled
+    vlm_path: null                          # local HF VLM directory (default <checkpoint>/vlm)
+    vlm_rate_hz: 2.0                        # [Hz] reasoning rate (async / sync)
+    device: cpu                             # torch device of the driving model
+    threads: 1                              # torch threads of the control step
+    seed: 0                                 # diffusion noise
+    safety:
+      enabled: true                         # false: the planner drives unguarded
+      guard: {confidence_threshold: 0.1, ttc_threshold_s: 0.8, ...}  # agent/safety/guard.py
+
+Running it in CARLA's own Leaderboard: docs/leaderboard_agent.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.model_agent import DEFAULT_CHECKPOINT, ModelAgentConfig, ModelDriver, ModelStep
+from agent.safety import (
+    GuardConfig,
+    GuardInputs,
+    InterventionCounter,
+    PerceptionOutputs,
+    ReasonCode,
+    SafetyGuard,
+    VLMWatch,
+    frame_digest,
+    route_from_targets,
+)
+from agent.safety.decision import GuardDecision
+from scenarios.loader import load_typed_yaml
+from sim.agent_loading import AutonomousAgent, Track
+from sim.carla_compat import carla_available, to_carla_control
+from sim.control import VehicleControl
+from sim.sensors import default_sensor_suite
+
+log = logging.getLogger(__name__)
+
+CAMERA_ID = "rgb_front"  # the default sensor suite's front camera (sim/sensors.py)
+
+
+def get_entry_point() -> str:
+    return "VLMDriveAgent"
+
+
+class SafetyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    guard: GuardConfig = GuardConfig()
+
+
+class AgentConfig(BaseModel):
+    """The agent's YAML config (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: Path = DEFAULT_CHECKPOINT
+    vlm_mode: Literal["off", "async", "sync", "distilled"] = "distilled"
+    vlm_path: Path | None = None
+    vlm_rate_hz: float = Field(2.0, gt=0)
+    device: str = "cpu"
+    threads: int = Field(1, ge=1)
+    seed: int = 0
+    safety: SafetyConfig = SafetyConfig()
+
+    def model_config_(self) -> ModelAgentConfig:
+        return ModelAgentConfig(
+            checkpoint=self.checkpoint,
+            vlm_mode=self.vlm_mode,
+            vlm_path=self.vlm_path,
+            vlm_rate_hz=self.vlm_rate_hz,
+            device=self.device,
+            threads=self.threads,
+            seed=self.seed,
+        )
+
+
+def load_agent_config(path: str | None) -> AgentConfig:
+    """The config at `path`; defaults when `path` is empty (the Leaderboard passes "")."""
+    if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"agent config {path}: no such file")
+        return load_typed_yaml(path, AgentConfig, "agent config")
+    return AgentConfig()
+
+
+class VLMDriveAgent(AutonomousAgent):
+    """The guarded model agent (see the module docstring)."""
+
+    def setup(self, path_to_conf_file: str) -> None:
+        self.track = Track.SENSORS
+        self.config = load_agent_config(path_to_conf_file)
+        self.driver = ModelDriver(self.config.model_config_())
+        self.guard: SafetyGuard | None = None
+        if self.config.safety.enabled:
+            self.guard = SafetyGuard(
+                self.config.safety.guard, grid=self.driver.model.cfg.perception
+            )
+        self.counter = InterventionCounter()
+        self.vlm_watch = VLMWatch()
+        self.num_poses = self.driver.model.cfg.planner.num_poses
+        self.last_decision: GuardDecision | None = None
+        self.last_error: str | None = None  # the model's last exception, if any
+        self.planned_trajectory: np.ndarray | None = None
+        self.reasoning_text = ""
+        plan = getattr(self, "_global_plan", None)
+        if plan:
+            self.driver.set_route(plan)
+
+    def set_global_plan(self, global_plan_gps: Any, global_plan_world_coord: Any) -> None:
+        super().set_global_plan(global_plan_gps, global_plan_world_coord)
+        if hasattr(self, "driver"):  # setup ran first (not the Leaderboard's order)
+            self.driver.set_route(self._global_plan)
+
+    def sensors(self) -> list[dict]:
+        return default_sensor_suite()
+
+    @property
+    def interventions(self) -> dict[str, int]:
+        """This route's guard tally: ticks, interventions and each reason code that fired."""
+        tally = self.counter.as_dict()
+        out = {"ticks": tally["ticks"], "interventions": tally["interventions"]}
+        out.update({code: n for code, n in tally["reasons"].items() if n and code != "ACCEPTED"})
+        return out
+
+    def run_step(self, input_data: dict, timestamp: float) -> Any:
+        control = self._step(input_data, float(timestamp))
+        return to_carla_control(control) if carla_available() else control
+
+    def _step(self, input_data: dict, time_s: float) -> VehicleControl:
+        speed = _speed(input_data)
+        image = _camera(input_data)
+        step: ModelStep | None = None
+        error: str | None = None
+        if image is not None:
+            try:
+                gnss = np.asarray(input_data["gps"][1], dtype=np.float64)
+                compass = float(np.asarray(input_data["imu"][1])[-1])
+                step = self.driver.infer(image, speed, gnss, compass, time_s)
+            except Exception as exc:  # the guard turns a broken model into a stop
+                error = self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("model step failed at t=%.2f s: the guard stops", time_s)
+        self.reasoning_text = self.driver.reasoning_text
+        decision = self._guard(step, image, speed, time_s, error)
+        self.last_decision = decision
+        self.counter.record(decision)
+        trajectory = decision.trajectory
+        self.planned_trajectory = trajectory
+        if decision.intervened:
+            self.reasoning_text = f"[guard: {decision.reason.value}] {self.reasoning_text}"
+        if decision.fallback == "emergency_stop":
+            self.driver.tracker.reset()
+            return VehicleControl(throttle=0.0, steer=0.0, brake=1.0)
+        return self.driver.tracker.control(trajectory, speed if np.isfinite(speed) else 0.0)
+
+    def _guard(
+        self,
+        step: ModelStep | None,
+        image: np.ndarray | None,
+        speed: float,
+        time_s: float,
+        error: str | None,
+    ) -> GuardDecision:
+        if step is None:  # no camera, or the model raised: nothing finite to offer
+            trajectory = np.full((self.num_poses, 2), np.nan)
+            confidence = 0.0
+            cfg = self.driver.model.cfg
+            perception = PerceptionOutputs(
+                occupancy=np.zeros((len(cfg.perception.bev_classes), *cfg.perception.bev_shape)),
+                light=np.full(cfg.num_light_states, np.nan),
+                flags=np.full(cfg.num_flags, np.nan),
+            )
+            route = route_from_targets(np.array([10.0, 0.0]))
+        else:
+            trajectory, confidence = step.trajectory, step.confidence
+            perception = PerceptionOutputs(step.bev_probs, step.light_probs, step.flag_probs)
+            route = route_from_targets(step.target_point, step.next_target_point)
+        if self.guard is None:  # guard off: the planner drives (a broken plan still stops)
+            if error is None and np.isfinite(trajectory).all():
+                return GuardDecision(
+                    trajectory, ReasonCode.ACCEPTED, (ReasonCode.ACCEPTED,), "none"
+                )
+            code = ReasonCode.MODEL_ERROR if error else ReasonCode.NONFINITE_PLAN
+            return GuardDecision(np.zeros((self.num_poses, 2)), code, (code,), "emergency_stop")
+        runtime = self.driver.runtime
+        vlm = None if runtime is None else self.vlm_watch.update(runtime.status())
+        return self.guard.check(
+            GuardInputs(
+                trajectory=trajectory,
+                confidence=confidence,
+                speed_mps=speed,
+                perception=perception,
+                route_xy=route,
+                frame_digest=None if image is None else frame_digest(image),
+                time_s=time_s,
+                vlm=vlm,
+                model_error=error,
+            )
+        )
+
+    def destroy(self) -> None:
+        if hasattr(self, "driver"):
+            self.driver.close()
+
+
+def _camera(input_data: dict) -> np.ndarray | None:
+    """The front camera's BGR image, or None when the frame is missing or malformed."""
+    entry = input_data.get(CAMERA_ID)
+    if entry is None or len(entry) < 2 or entry[1] is None:
+        return None
+    image = np.asarray(entry[1])
+    if image.ndim != 3 or image.shape[2] < 3 or image.dtype != np.uint8:
+        return None
+    return image[:, :, :3]
+
+
+def _speed(input_data: dict) -> float:
+    """[m/s] the speedometer, NaN when missing (the guard treats NaN as a bad input)."""
+    try:
+        return float(input_data["speedometer"][1]["speed"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return float("nan")

@@ -1,0 +1,355 @@
+"""The safety guard: checks the planner's trajectory every tick, replaces it when unsafe.
+
+    GuardInputs (planner trajectory + confidence, perception heads, speed, route,
+                 camera digest, VLM health)
+      1. sources   camera missing / frozen, NaN / inf anywhere     -> emergency stop
+      2. view      perception heads -> ObstacleView (perception_view)
+      3. checks    VLM error / timeout, low confidence, swept ego box vs obstacles
+                   (static / pedestrian anywhere on the plan: PATH_BLOCKED; anything
+                   reached sooner than the TTC threshold: TTC), red light not stopped for
+                   -> the rule set's plan on the perceived view; if that plan is not
+                      finite or reaches an obstacle too: emergency stop (FALLBACK_UNSAFE)
+      4. caps      stopping within sight (friction, visibility), construction and
+                   pedestrian flags -> the chosen trajectory keeps its path and is
+                   slowed to the lowest violated cap (time reparameterisation)
+      -> GuardDecision(trajectory, reason, reasons, fallback)
+
+Policies, and why:
+- A NaN / inf planner output means the network itself is numerically broken; its
+  perception heads come from the same network, so no fallback is planned from them:
+  emergency stop (NONFINITE_PLAN), as for a missing / frozen camera.
+- VLM faults do not touch the perception heads (they run on the camera encoder), so the
+  rules fallback drives while the planner's reasoning input is failed or stale.
+- Vehicles count only as TTC: the grid has no velocities, and a lead vehicle the planner
+  rightly follows stands, in the grid, where the ego will be a second later. Static
+  objects and pedestrians (slow) count wherever the plan meets them.
+- The light head says "red within LIGHT_RANGE_M", not where: a plan that stops (or
+  decelerates to a stop) within that range is accepted; otherwise the rules stop as soon
+  as they comfortably can (perception_view), which may be short of, or — when the light
+  turned red in the dilemma zone — beyond the real stop line.
+
+`check` never raises for bad numbers: any exception inside is logged and becomes an
+emergency stop with GUARD_ERROR (`GuardConfig.raise_errors=True` re-raises instead, for
+tests and debugging). One guard per route: it keeps the camera streak, the route's start
+time and the rules planner's state; `reset()` between routes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.data.schema import LIGHT_RANGE_M, POSE_DT_S
+from agent.model.config import PerceptionConfig
+from agent.rules import ObstacleView, RulePlanner, RulesConfig
+from agent.rules.planner import DRY_FRICTION
+from agent.rules.planner import DT_S as RULES_DT_S
+from agent.safety.contacts import Contact, swept_contacts
+from agent.safety.decision import (
+    Fallback,
+    GuardDecision,
+    ReasonCode,
+    by_severity,
+    emergency_stop,
+)
+from agent.safety.health import CameraMonitor, VLMHealth
+from agent.safety.perception_view import (
+    PerceptionOutputs,
+    PerceptionViewConfig,
+    perceived_light,
+    view_from_perception,
+)
+from agent.safety.trajectory import (
+    resample_in_time,
+    retime_to_speed_cap,
+    sight_speed,
+    stops_within,
+)
+from sim.ground_truth import TrafficLightState
+
+logger = logging.getLogger(__name__)
+
+# Kinds that block the plan wherever it meets them (vehicles: only as TTC, see above).
+BLOCKING_KINDS = ("static", "pedestrian")
+MIN_GRIP = 0.3  # [-] the rules' floor on friction / DRY_FRICTION
+
+
+class GuardConfig(BaseModel):
+    """Thresholds of the safety guard, with units. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dt_s: float = Field(POSE_DT_S, gt=0.0)  # [s] between trajectory poses
+    confidence_threshold: float = Field(0.1, ge=0.0, le=1.0)  # [-] chosen-mode probability;
+    # 0.1 = twice the uniform probability of 20 modes: tune on the checkpoint's scores
+    ttc_threshold_s: float = Field(0.8, ge=0.0)  # [s] below the expert's following headway
+    # (Gipps reaction 0.6 s + 4 m gap >= 0.89 s up to 14 m/s); perceived gaps run ~1 m
+    # (up to 3 m) short of the true ones (perception_view), so close following can trip it
+    footprint_margin_m: float = Field(0.4, ge=0.0)  # [m] each side of the ego box (= rules)
+    frozen_camera_ticks: int = Field(10, ge=2)  # identical moving frames = frozen (0.5 s)
+    frozen_camera_min_speed_mps: float = Field(1.0, ge=0.0)  # [m/s] below: may look the same
+    vlm_timeout_s: float = Field(2.0, gt=0.0)  # [s] game time; = the runtime's max_age_s
+    construction_speed_cap_mps: float = Field(8.0, gt=0.0)  # [m/s] ~29 km/h
+    pedestrian_speed_cap_mps: float = Field(5.0, gt=0.0)  # [m/s] 18 km/h
+    cap_decel_mps2: float = Field(3.0, gt=0.0)  # [m/s^2] slowing down to a cap
+    max_decel_mps2: float = Field(7.0, gt=0.0)  # [m/s^2] dry full braking (x friction / 0.9)
+    reaction_time_s: float = Field(0.5, ge=0.0)  # [s] in "stop within sight" (= rules)
+    speed_tolerance_mps: float = Field(0.3, ge=0.0)  # [m/s] a cap is violated beyond this
+    light_range_m: float = Field(LIGHT_RANGE_M, gt=0.0)  # [m] the light head's label range
+    stop_speed_mps: float = Field(0.5, ge=0.0)  # [m/s] a plan step this slow has stopped
+    view: PerceptionViewConfig = PerceptionViewConfig()
+    raise_errors: bool = False  # re-raise internal errors instead of stopping (tests)
+
+
+@dataclass(frozen=True)
+class GuardInputs:
+    """Everything the guard reads on one tick. Ego frame, metres, x forward, y left.
+
+    trajectory: (T, 2) the planner's chosen trajectory, pose k at (k + 1) * dt_s.
+    confidence: [-] the planner's probability of that mode.
+    speed_mps: [m/s] ego speed (speedometer).
+    perception: the model's auxiliary heads this tick.
+    route_xy: (M >= 2, 2) the route ahead (e.g. `perception_view.route_from_targets`).
+    frame_digest: `health.frame_digest` of the front camera image; None when missing.
+    time_s: [s] game time.
+    vlm: VLM health (`health.VLMWatch`); None when no VLM is in the loop (off / distilled).
+    model_error: the driving model's exception this tick, if it raised (the trajectory and
+        perception are then placeholders: the guard stops with MODEL_ERROR).
+    Shapes are checked here; values (NaN, inf) are the guard's to judge.
+    """
+
+    trajectory: np.ndarray
+    confidence: float
+    speed_mps: float
+    perception: PerceptionOutputs
+    route_xy: np.ndarray
+    frame_digest: int | None
+    time_s: float
+    vlm: VLMHealth | None = None
+    model_error: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("trajectory", "route_xy"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+        if self.trajectory.ndim != 2 or self.trajectory.shape[1] != 2 or not self.trajectory.size:
+            raise ValueError(
+                f"GuardInputs.trajectory must be (T>=1, 2), got {self.trajectory.shape}"
+            )
+        if self.route_xy.ndim != 2 or self.route_xy.shape[1] != 2 or len(self.route_xy) < 2:
+            raise ValueError(f"GuardInputs.route_xy must be (M>=2, 2), got {self.route_xy.shape}")
+        if not isinstance(self.perception, PerceptionOutputs):
+            raise ValueError(
+                "GuardInputs.perception must be a PerceptionOutputs, "
+                f"got {type(self.perception).__name__}"
+            )
+        for name in ("confidence", "speed_mps", "time_s"):
+            try:
+                object.__setattr__(self, name, float(getattr(self, name)))
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"GuardInputs.{name} must be a number, got {getattr(self, name)!r}"
+                ) from None
+
+
+class Guard(Protocol):
+    """The safety seam: planner output + perception -> checked trajectory."""
+
+    def check(self, inputs: GuardInputs) -> GuardDecision: ...
+
+    def reset(self) -> None: ...
+
+
+class SafetyGuard:
+    """The rule-based safety guard (see the module docstring). One per route."""
+
+    def __init__(
+        self,
+        config: GuardConfig | None = None,
+        grid: PerceptionConfig | None = None,
+        rules: RulesConfig | None = None,
+    ) -> None:
+        self.config = config or GuardConfig()
+        self.grid = grid or PerceptionConfig()  # the model's BEV grid (ModelConfig.perception)
+        self.rules = RulePlanner(rules or RulesConfig())
+        self.camera = CameraMonitor(
+            self.config.frozen_camera_ticks, self.config.frozen_camera_min_speed_mps
+        )
+        self.last_view: ObstacleView | None = None  # the perceived view of the last check
+        self.last_error: str | None = None  # the last internal error (GUARD_ERROR)
+        self._start_time_s: float | None = None  # [s] game time of the route's first check
+
+    def reset(self) -> None:
+        self.rules.reset()
+        self.camera.reset()
+        self.last_view = None
+        self.last_error = None
+        self._start_time_s = None
+
+    def check(self, inputs: GuardInputs) -> GuardDecision:
+        try:
+            return self._check(inputs)
+        except Exception as exc:  # the control loop must survive any guard failure
+            logger.exception("safety guard failed: emergency stop")
+            if self.config.raise_errors:
+                raise
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            return _decision(
+                emergency_stop(len(inputs.trajectory)),
+                {ReasonCode.GUARD_ERROR: self.last_error},
+                "emergency_stop",
+            )
+
+    # ------------------------------------------------------------------ stages
+    def _check(self, inputs: GuardInputs) -> GuardDecision:
+        num_poses = len(inputs.trajectory)
+        failed = self._source_failures(inputs)
+        if failed:
+            return _decision(emergency_stop(num_poses), failed, "emergency_stop")
+        if self._start_time_s is None:
+            self._start_time_s = inputs.time_s
+
+        view = view_from_perception(
+            inputs.perception, inputs.speed_mps, inputs.route_xy, self.config.view, self.grid
+        )
+        self.last_view = view
+        failed = self._plan_failures(inputs, view)
+        trajectory = inputs.trajectory.copy()
+        fallback: Fallback = "none"
+        if failed:
+            plan = self.rules.plan(view, inputs.time_s)
+            trajectory = resample_in_time(plan.trajectory, RULES_DT_S, self.config.dt_s, num_poses)
+            unsafe = self._fallback_failure(trajectory, view)
+            if unsafe is not None:
+                failed[ReasonCode.FALLBACK_UNSAFE] = unsafe
+                return _decision(emergency_stop(num_poses), failed, "emergency_stop")
+            primary = by_severity(list(failed))[0]
+            failed[primary] += f" -> rules: {plan.reason}"
+            fallback = "rules"
+        trajectory, capped = self._speed_caps(trajectory, inputs, view)
+        failed.update(capped)
+        if not np.isfinite(trajectory).all():  # a last net: never hand NaN to the tracker
+            failed[ReasonCode.GUARD_ERROR] = "the checked trajectory is not finite"
+            return _decision(emergency_stop(num_poses), failed, "emergency_stop")
+        return _decision(trajectory, failed, fallback)
+
+    def _source_failures(self, inputs: GuardInputs) -> dict[ReasonCode, str]:
+        """Camera health and non-finite numbers: nothing to plan from."""
+        failed: dict[ReasonCode, str] = {}
+        if inputs.model_error is not None:
+            failed[ReasonCode.MODEL_ERROR] = inputs.model_error
+        camera = self.camera.update(inputs.frame_digest, inputs.speed_mps)
+        if camera == ReasonCode.CAMERA_MISSING:
+            failed[camera] = "no camera frame"
+        elif camera == ReasonCode.CAMERA_FROZEN:
+            failed[camera] = f"same frame for {self.config.frozen_camera_ticks}+ moving ticks"
+        if not (
+            math.isfinite(inputs.speed_mps)
+            and math.isfinite(inputs.time_s)
+            and np.isfinite(inputs.route_xy).all()
+            and inputs.perception.is_finite()
+        ):
+            failed[ReasonCode.NONFINITE_INPUT] = "NaN/inf in speed, time, route or perception"
+        if not (np.isfinite(inputs.trajectory).all() and math.isfinite(inputs.confidence)):
+            failed[ReasonCode.NONFINITE_PLAN] = "NaN/inf in the planner's trajectory or score"
+        return failed
+
+    def _plan_failures(self, inputs: GuardInputs, view: ObstacleView) -> dict[ReasonCode, str]:
+        """Checks whose failure hands the tick to the rules."""
+        cfg = self.config
+        failed: dict[ReasonCode, str] = {}
+        if inputs.vlm is not None:
+            if inputs.vlm.error is not None:
+                failed[ReasonCode.VLM_ERROR] = f"VLM: {inputs.vlm.error}"
+            age = inputs.vlm.age_s
+            if age is None:  # nothing landed yet: the route's age is the reasoning's age
+                start = inputs.time_s if self._start_time_s is None else self._start_time_s
+                age = inputs.time_s - start
+            if not age <= cfg.vlm_timeout_s:  # NaN too
+                failed[ReasonCode.VLM_TIMEOUT] = f"reasoning {age:.1f} s old"
+        if inputs.confidence < cfg.confidence_threshold:
+            failed[ReasonCode.LOW_CONFIDENCE] = (
+                f"confidence {inputs.confidence:.3f} < {cfg.confidence_threshold:.3f}"
+            )
+        contacts = swept_contacts(inputs.trajectory, cfg.dt_s, view, cfg.footprint_margin_m)
+        blocking = [c for c in contacts if c.kind in BLOCKING_KINDS]
+        if blocking:
+            failed[ReasonCode.PATH_BLOCKED] = _describe(blocking[0])
+        imminent = [c for c in contacts if c.time_s < cfg.ttc_threshold_s]
+        if imminent:
+            failed[ReasonCode.TTC] = _describe(imminent[0])
+        light = perceived_light(inputs.perception.light, cfg.view.light_threshold)
+        if light == TrafficLightState.Red and not stops_within(
+            inputs.trajectory, cfg.dt_s, cfg.light_range_m, cfg.stop_speed_mps
+        ):
+            failed[ReasonCode.RED_LIGHT] = (
+                f"red light, plan does not stop within {cfg.light_range_m:.0f} m"
+            )
+        return failed
+
+    def _fallback_failure(self, trajectory: np.ndarray, view: ObstacleView) -> str | None:
+        """Why the rules' trajectory is unsafe too, or None. The rules plan on the same
+        standing obstacles, so their plan touching any of them (vehicles included) means
+        they could not stop in time: the tracker's full brake is all that is left."""
+        if not np.isfinite(trajectory).all():
+            return "rules plan not finite"
+        cfg = self.config
+        contacts = swept_contacts(trajectory, cfg.dt_s, view, cfg.footprint_margin_m)
+        return f"rules plan reaches {_describe(contacts[0])}" if contacts else None
+
+    def _speed_caps(
+        self, trajectory: np.ndarray, inputs: GuardInputs, view: ObstacleView
+    ) -> tuple[np.ndarray, dict[ReasonCode, str]]:
+        """Slow the trajectory to the lowest cap it violates: (trajectory, violated caps)."""
+        cfg = self.config
+        grip = max(view.friction / DRY_FRICTION, MIN_GRIP)
+        caps = {
+            ReasonCode.STOPPING_DISTANCE: sight_speed(
+                view.visibility_m, cfg.max_decel_mps2 * grip, cfg.reaction_time_s
+            )
+        }
+        flags = inputs.perception
+        if flags.flag("construction") >= cfg.view.flag_threshold:
+            caps[ReasonCode.SPEED_CAP_CONSTRUCTION] = cfg.construction_speed_cap_mps
+        if flags.flag("pedestrian_crossing") >= cfg.view.flag_threshold:
+            caps[ReasonCode.SPEED_CAP_PEDESTRIAN] = cfg.pedestrian_speed_cap_mps
+
+        def retime(cap: float) -> np.ndarray:
+            return retime_to_speed_cap(
+                trajectory, cfg.dt_s, inputs.speed_mps, cap, cfg.cap_decel_mps2
+            )
+
+        violated = {
+            reason: f"capped at {cap:.1f} m/s"
+            for reason, cap in caps.items()
+            if not np.allclose(retime(cap + cfg.speed_tolerance_mps), trajectory, atol=1e-6)
+        }
+        if not violated:
+            return trajectory, {}
+        return retime(min(caps[reason] for reason in violated)), violated
+
+
+def _describe(contact: Contact) -> str:
+    return f"{contact.kind} {contact.ahead_m:.1f} m ahead, reached in {contact.time_s:.1f} s"
+
+
+def _decision(
+    trajectory: np.ndarray, failed: dict[ReasonCode, str], fallback: Fallback
+) -> GuardDecision:
+    reasons = by_severity(list(failed)) or (ReasonCode.ACCEPTED,)
+    detail = "; ".join(f"{r.value}: {failed[r]}" for r in reasons if r in failed)
+    return GuardDecision(trajectory, reasons[0], reasons, fallback, detail)
+
+
+__all__ = [
+    "Guard",
+    "GuardConfig",
+    "GuardDecision",
+    "GuardInputs",
+    "ReasonCode",
+    "SafetyGuard",
+]

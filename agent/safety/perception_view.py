@@ -1,0 +1,312 @@
+"""The model's own perception -> an `ObstacleView`, so the rule set can plan the fallback.
+
+The third source of the rule set's one view type (ARCHITECTURE.md, "the privileged rule
+set"): instead of ground truth, the driving model's auxiliary heads, the ego speed and the
+route ahead from navigation. What the heads cannot tell is filled in conservatively:
+
+- Obstacles: every BEV cell whose occupancy probability is >= `occupancy_threshold` becomes
+  one square box of side `cell_box_m` at the cell's centre, of the cell's class. The grid
+  has no velocities: every box stands still (velocity 0, yaw 0). Obstacle ids are the
+  cell's flat index, so they are stable across ticks.
+  Why half a cell by default: a cell is labelled occupied when an object's box touches the
+  cell's square (`agent.model.losses.bev_targets`), so where in the cell the object is, is
+  unknown. The cell columns nearest the ego are centred 2 m either side of it (4 m cells,
+  y in [-16, 16] m), so any box wider than ~1.1 m there reaches the ego's corridor: the
+  occupied cells of those columns block the ego's lane, the next ones (6 m out) do not.
+  Within that, half a cell keeps the expected position (the centre) +- 1 m along the road
+  instead of the full cell, which puts a lead vehicle on average 2 m closer than it is.
+  `cell_box_m = cell size` is the strictly conservative hull.
+- Light: the light head says which state governs the route within
+  `agent.data.schema.LIGHT_RANGE_M`, not where its stop line is. The state is the first of
+  red, yellow, green whose probability reaches `light_threshold` (red first: the
+  conservative order). The stop line is assumed just beyond where a stop from the current
+  speed at `light_decel_mps2` (scaled by friction, as the rules scale braking) ends: the
+  rules then stop the ego as soon as they comfortably can, and once standing it stays.
+  A real stop line nearer than that is overrun; a farther one is stopped short of.
+- Road conditions: friction and visibility [m] from the rain / fog / night flags, as the
+  worst weather each flag stands for (numbers from `sim.weather.Weather`, the project's one
+  definition): dry 0.9 / rain 0.45 (CARLA HardRainNoon); visibility ~10 km clear, ~510 m
+  in heavy rain, ~30 m in the densest fog (fog_density 100 from 0 m), `night_visibility_m`
+  (low-beam reach) at night.
+- Lanes: one lane of `lane_width_m`, no same-direction or oncoming lane beside it
+  (`left_same` = `right_same` = 0, `left_opposite` False). Lane structure is not perceived,
+  so the fallback never plans a pass: it stops behind whatever closes the lane.
+- Route: the caller's (M, 2) polyline ahead, ego frame. The view starts it at the ego's
+  projection and resamples it every `ROUTE_STEP_M` to `horizon_m`, carrying straight on
+  past its end. `route_from_targets` builds it from the navigation's target points (all a
+  Leaderboard agent has): straight chords, so on a bend the fallback cuts the corner.
+- Speed limit: not perceived; `speed_limit_mps` (urban 50 km/h by default) everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.data.schema import FLAGS, LIGHT_STATES
+from agent.model.config import PerceptionConfig
+from agent.rules.planner import DRY_FRICTION
+from agent.rules.view import KINDS, ROUTE_STEP_M, ObstacleView
+from sim.ground_truth import TrafficLightState
+from sim.weather import Weather
+
+EGO_LENGTH_M = 4.89  # [m] Lincoln MKZ 2020 bounding box, the Leaderboard's ego
+EGO_WIDTH_M = 2.12  # [m] with mirrors
+REMAINING_UNKNOWN_M = 1.0e6  # [m] the route's remaining length is not known at inference
+
+# The worst weather each flag stands for (see `agent.data.labels`: rain from precipitation
+# 30, fog from density 30 starting nearer than 30 m).
+DRY_WEATHER = Weather.preset("ClearNoon")  # friction 0.9, visibility ~10 km
+RAIN_WEATHER = Weather.preset("HardRainNoon")  # friction 0.45, visibility ~510 m
+FOG_WEATHER = Weather(fog_density=100.0, fog_distance=0.0)  # visibility ~30 m
+
+_LIGHT_ORDER = (  # conservative: a red that reaches the threshold wins over anything else
+    ("red", TrafficLightState.Red),
+    ("yellow", TrafficLightState.Yellow),
+    ("green", TrafficLightState.Green),
+)
+
+
+class PerceptionViewConfig(BaseModel):
+    """How perception outputs become a view. Unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    occupancy_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] a cell at or above is occupied
+    cell_box_m: float = Field(2.0, gt=0.0)  # [m] side of the box an occupied cell becomes
+    light_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] light state probability
+    flag_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] rain / fog / night flags
+    light_decel_mps2: float = Field(3.0, gt=0.0)  # [m/s^2] (dry) assumed stop before a light
+    light_margin_m: float = Field(1.0, ge=0.0)  # [m] assumed stop line beyond that stop
+    night_visibility_m: float = Field(50.0, gt=0.0)  # [m] low-beam headlight reach
+    speed_limit_mps: float = Field(13.9, gt=0.0)  # [m/s] assumed limit (50 km/h)
+    lane_width_m: float = Field(3.5, gt=0.0)  # [m]
+    horizon_m: float = Field(80.0, gt=ROUTE_STEP_M)  # [m] route length ahead in the view
+    ego_length_m: float = Field(EGO_LENGTH_M, gt=0.0)  # [m]
+    ego_width_m: float = Field(EGO_WIDTH_M, gt=0.0)  # [m]
+
+
+@dataclass(frozen=True)
+class PerceptionOutputs:
+    """The model's auxiliary outputs for one tick, as probabilities in [0, 1].
+
+    occupancy: (classes, R, C) BEV occupancy, classes in `PerceptionConfig.bev_classes`
+        order; row r covers x (forward) from bev_x_m[0] + r * cell, column c covers y (left)
+        from bev_y_m[0] + c * cell — the layout of `agent.model.losses.bev_targets`.
+    light: (len(LIGHT_STATES),) state of the light governing the route ahead.
+    flags: (len(FLAGS),) edge-case flags (distilled head or VLM), FLAGS order.
+    Shapes are checked here; values are not (a NaN is the guard's to catch).
+    """
+
+    occupancy: np.ndarray
+    light: np.ndarray
+    flags: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("occupancy", "light", "flags"):
+            object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+        if self.occupancy.ndim != 3 or 0 in self.occupancy.shape:
+            raise ValueError(
+                f"PerceptionOutputs.occupancy must be (classes, R, C), got {self.occupancy.shape}"
+            )
+        for name, size in (("light", len(LIGHT_STATES)), ("flags", len(FLAGS))):
+            shape = getattr(self, name).shape
+            if shape != (size,):
+                raise ValueError(f"PerceptionOutputs.{name} must be ({size},), got {shape}")
+
+    @classmethod
+    def from_logits(
+        cls, bev_logits: np.ndarray, light_logits: np.ndarray, flag_logits: np.ndarray
+    ) -> PerceptionOutputs:
+        """From the heads' logits (`DriveModel.heads`: "bev", "light", "flags"), as numpy
+        arrays with or without a batch dimension of 1: sigmoid for occupancy and flags,
+        softmax for the light."""
+        bev = _unbatch(np.asarray(bev_logits, dtype=np.float64), 3)
+        light = _unbatch(np.asarray(light_logits, dtype=np.float64), 1)
+        flags = _unbatch(np.asarray(flag_logits, dtype=np.float64), 1)
+        z = np.exp(light - np.max(light))
+        return cls(_sigmoid(bev), z / z.sum(), _sigmoid(flags))
+
+    def flag(self, name: str) -> float:
+        """Probability of the flag `name` (one of FLAGS)."""
+        if name not in FLAGS:
+            raise ValueError(f"unknown flag {name!r}; valid: {FLAGS}")
+        return float(self.flags[FLAGS.index(name)])
+
+    def is_finite(self) -> bool:
+        return bool(
+            np.isfinite(self.occupancy).all()
+            and np.isfinite(self.light).all()
+            and np.isfinite(self.flags).all()
+        )
+
+
+def _unbatch(arr: np.ndarray, ndim: int) -> np.ndarray:
+    while arr.ndim > ndim and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+
+
+def road_conditions(
+    flags: np.ndarray, threshold: float = 0.5, night_visibility_m: float = 50.0
+) -> tuple[float, float]:
+    """(friction [-], visibility [m]) from flag probabilities (FLAGS order): the worst
+    weather each raised flag stands for (see the module docstring)."""
+
+    def raised(name: str) -> bool:
+        return float(flags[FLAGS.index(name)]) >= threshold
+
+    weather = RAIN_WEATHER if raised("rain") else DRY_WEATHER
+    visibility = weather.visibility_m
+    if raised("fog"):
+        visibility = min(visibility, FOG_WEATHER.visibility_m)
+    if raised("night"):
+        visibility = min(visibility, night_visibility_m)
+    return float(weather.friction), float(visibility)
+
+
+def cell_obstacles(
+    occupancy: np.ndarray, grid: PerceptionConfig, threshold: float
+) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
+    """Occupied cells -> (centres (N, 2) [m] ego frame, kinds (N,), ids (N,) int64).
+
+    Ids are flat indices into (classes, R, C). Kinds are the grid's class names, which must
+    be rule-set kinds (`agent.rules.view.KINDS`)."""
+    expected = (len(grid.bev_classes), *grid.bev_shape)
+    if occupancy.shape != expected:
+        raise ValueError(
+            f"occupancy must be {expected} for the configured BEV grid, got {occupancy.shape}"
+        )
+    unknown = [k for k in grid.bev_classes if k not in KINDS]
+    if unknown:
+        raise ValueError(f"bev_classes {unknown} are not rule-set kinds {KINDS}")
+    cls, row, col = np.nonzero(occupancy >= threshold)
+    centres = np.stack(
+        [
+            grid.bev_x_m[0] + (row + 0.5) * grid.bev_cell_m,
+            grid.bev_y_m[0] + (col + 0.5) * grid.bev_cell_m,
+        ],
+        axis=1,
+    ).astype(np.float64)
+    ids = np.ravel_multi_index((cls, row, col), occupancy.shape).astype(np.int64)
+    return centres.reshape(-1, 2), tuple(grid.bev_classes[int(c)] for c in cls), ids
+
+
+def perceived_light(
+    light: np.ndarray, threshold: float
+) -> TrafficLightState | None:  # None: no light governs
+    for name, state in _LIGHT_ORDER:
+        if float(light[LIGHT_STATES.index(name)]) >= threshold:
+            return state
+    return None
+
+
+def route_from_targets(
+    target_point: np.ndarray, next_target_point: np.ndarray | None = None, min_ahead_m: float = 1.0
+) -> np.ndarray:
+    """(M, 2) [m] ego-frame route polyline from the navigation's target points
+    (`agent.navigation.Navigation`): the ego, then the targets that lie ahead
+    (x > `min_ahead_m`). With none ahead: straight on. `view_from_perception` extends it."""
+    points = [np.zeros(2)]
+    for p in (target_point, next_target_point):
+        if p is None:
+            continue
+        p = np.asarray(p, dtype=np.float64).reshape(2)
+        if p[0] > min_ahead_m and np.linalg.norm(p - points[-1]) > 1e-3:
+            points.append(p)
+    if len(points) == 1:
+        points.append(np.array([ROUTE_STEP_M, 0.0]))
+    return np.stack(points)
+
+
+def _route_ahead(route_xy: np.ndarray, horizon_m: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """The route from the ego's projection, resampled every ROUTE_STEP_M up to horizon_m and
+    carried straight on past its end: (points (M, 2), s (M,), ego offset left of it [m])."""
+    starts, ends = route_xy[:-1], route_xy[1:]
+    keep = np.linalg.norm(ends - starts, axis=1) > 1e-6
+    if not keep.any():  # a degenerate route: straight on
+        starts, ends = np.zeros((1, 2)), np.array([[ROUTE_STEP_M, 0.0]])
+    else:
+        starts, ends = starts[keep], ends[keep]
+    seg = ends - starts
+    length2 = (seg * seg).sum(axis=1)
+    # The foot of the ego (the origin) on the nearest segment.
+    t = np.clip(-(starts * seg).sum(axis=1) / length2, 0.0, 1.0)
+    foot = starts + t[:, None] * seg
+    k = int(np.argmin(np.linalg.norm(foot, axis=1)))
+    tangent = seg[k] / math.sqrt(length2[k])
+    lateral = float(-(foot[k] @ np.array([-tangent[1], tangent[0]])))
+    vertices = np.concatenate([foot[k : k + 1], ends[k:]])
+    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(vertices, axis=0), axis=1))])
+    s = np.arange(0.0, horizon_m + 1e-6, ROUTE_STEP_M)
+    points = np.stack([np.interp(s, cum, vertices[:, 0]), np.interp(s, cum, vertices[:, 1])], 1)
+    beyond = s > cum[-1]
+    if beyond.any():  # on along the last segment's direction
+        direction = seg[-1] / math.sqrt(length2[-1])
+        points[beyond] = vertices[-1] + np.outer(s[beyond] - cum[-1], direction)
+    return points, s, lateral
+
+
+def view_from_perception(
+    perception: PerceptionOutputs,
+    speed_mps: float,
+    route_xy: np.ndarray,
+    config: PerceptionViewConfig | None = None,
+    grid: PerceptionConfig | None = None,
+) -> ObstacleView:
+    """The view the safety fallback plans from (see the module docstring).
+
+    perception: this tick's head outputs; speed_mps [m/s]; route_xy (M >= 2, 2) [m] the
+    route ahead in the ego frame (e.g. `route_from_targets`); grid: the model's BEV grid
+    (`ModelConfig.perception`). Inputs must be finite (the guard checks before)."""
+    config = config or PerceptionViewConfig()
+    grid = grid or PerceptionConfig()
+    route_xy = np.asarray(route_xy, dtype=np.float64)
+    if route_xy.ndim != 2 or route_xy.shape[1] != 2 or len(route_xy) < 2:
+        raise ValueError(f"route_xy must be (M>=2, 2), got {route_xy.shape}")
+    points, s, lateral = _route_ahead(route_xy, config.horizon_m)
+    m = len(s)
+
+    centres, kinds, ids = cell_obstacles(perception.occupancy, grid, config.occupancy_threshold)
+    n = len(kinds)
+    friction, visibility = road_conditions(
+        perception.flags, config.flag_threshold, config.night_visibility_m
+    )
+    lights: tuple[tuple[float, TrafficLightState], ...] = ()
+    state = perceived_light(perception.light, config.light_threshold)
+    if state is not None:
+        grip = max(friction / DRY_FRICTION, 0.3)  # as the rules scale their braking
+        stop_m = max(speed_mps, 0.0) ** 2 / (2.0 * config.light_decel_mps2 * grip)
+        lights = ((config.ego_length_m / 2 + stop_m + config.light_margin_m, state),)
+
+    return ObstacleView(
+        speed_mps=float(speed_mps),
+        progress_m=0.0,  # the route restarts at the ego every tick
+        lateral_offset_m=lateral,
+        route_xy=points,
+        route_s=s,
+        lane_width_m=np.full(m, config.lane_width_m),
+        left_same=np.zeros(m, np.int64),
+        right_same=np.zeros(m, np.int64),
+        left_opposite=np.zeros(m, bool),
+        speed_limit_mps=np.full(m, config.speed_limit_mps),
+        obstacle_xy=centres,
+        obstacle_yaw=np.zeros(n),
+        obstacle_velocity=np.zeros((n, 2)),
+        obstacle_size=np.full((n, 2), config.cell_box_m),
+        obstacle_kind=kinds,
+        obstacle_id=ids,
+        obstacle_scenario=np.zeros(n, bool),
+        lights=lights,
+        friction=friction,
+        visibility_m=visibility,
+        ego_size=(config.ego_length_m, config.ego_width_m),
+        route_remaining_m=REMAINING_UNKNOWN_M,
+    )

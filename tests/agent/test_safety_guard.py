@@ -1,0 +1,609 @@
+"""The safety guard and its perceived view, on hand-built perception outputs (straight road
+along +x, ego frame, the default 4 m BEV grid: rows along x from -8 m, columns along y
+from -16 m)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from agent.data.schema import FLAGS, LIGHT_STATES
+from agent.model.config import PerceptionConfig
+from agent.reasoner.runtime import RuntimeStatus
+from agent.rules.planner import RulesConfig
+from agent.safety import (
+    GuardConfig,
+    GuardDecision,
+    GuardInputs,
+    InterventionCounter,
+    PerceptionOutputs,
+    PerceptionViewConfig,
+    ReasonCode,
+    SafetyGuard,
+    VLMHealth,
+    VLMWatch,
+    frame_digest,
+    route_from_targets,
+    view_from_perception,
+)
+from agent.safety.contacts import swept_contacts
+from agent.safety.trajectory import arc_lengths, segment_speeds, stops_within
+from sim.ground_truth import TrafficLightState
+
+GRID = PerceptionConfig()
+ROWS, COLS = GRID.bev_shape
+DT = 0.5  # [s]
+T = 8
+HALF_LENGTH = 4.89 / 2  # [m] the default ego box
+RULES = RulesConfig()
+_digests = itertools.count(1)
+
+
+def occupancy(cells: Sequence[tuple[str, float, float]] = (), prob: float = 0.95) -> np.ndarray:
+    """(3, R, C) with the cells containing the given (kind, x, y) [m] points at `prob`."""
+    occ = np.zeros((len(GRID.bev_classes), ROWS, COLS))
+    for kind, x, y in cells:
+        r = int((x - GRID.bev_x_m[0]) // GRID.bev_cell_m)
+        c = int((y - GRID.bev_y_m[0]) // GRID.bev_cell_m)
+        occ[GRID.bev_classes.index(kind), r, c] = prob
+    return occ
+
+
+def perception(
+    cells: Sequence[tuple[str, float, float]] = (),
+    light: str = "none",
+    flags: tuple[str, ...] = (),
+    occ: np.ndarray | None = None,
+) -> PerceptionOutputs:
+    light_p = np.full(len(LIGHT_STATES), 0.01)
+    light_p[LIGHT_STATES.index(light)] = 0.97
+    flag_p = np.array([0.9 if f in flags else 0.02 for f in FLAGS])
+    return PerceptionOutputs(occupancy(cells) if occ is None else occ, light_p, flag_p)
+
+
+def straight(speed: float, accel: float = 0.0, y: float = 0.0) -> np.ndarray:
+    """(T, 2) along +x from `speed` [m/s] with constant `accel` [m/s^2] (never reversing)."""
+    t = DT * np.arange(1, T + 1)
+    v = np.maximum(speed + accel * t, 0.0)
+    x = np.concatenate([[0.0], np.cumsum((np.concatenate([[speed], v[:-1]]) + v) / 2 * DT)])[1:]
+    return np.stack([x, np.full(T, y)], axis=1)
+
+
+def inputs(
+    trajectory: np.ndarray | None = None,
+    speed: float = 8.0,
+    confidence: float = 0.9,
+    percept: PerceptionOutputs | None = None,
+    digest: int | None | str = "fresh",
+    time_s: float = 0.0,
+    vlm: VLMHealth | None = None,
+) -> GuardInputs:
+    return GuardInputs(
+        trajectory=straight(speed) if trajectory is None else trajectory,
+        confidence=confidence,
+        speed_mps=speed,
+        perception=percept or perception(),
+        route_xy=np.array([[0.0, 0.0], [60.0, 0.0]]),
+        frame_digest=next(_digests) if digest == "fresh" else digest,  # type: ignore[arg-type]
+        time_s=time_s,
+        vlm=vlm,
+    )
+
+
+@pytest.fixture
+def guard() -> SafetyGuard:
+    """Internal errors re-raise here: a bug in the guard must fail the test, not stop."""
+    return SafetyGuard(GuardConfig(raise_errors=True))
+
+
+def distance_to_path(points: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
+    """(K,) [m] distance of each point to the polyline origin -> trajectory poses."""
+    path = np.concatenate([np.zeros((1, 2)), trajectory])
+    a, b = path[:-1], path[1:]
+    ab = b - a
+    t = np.clip(((points[:, None] - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
+    foot = a + t[..., None] * ab
+    return np.linalg.norm(points[:, None] - foot, axis=-1).min(axis=1)
+
+
+def is_emergency_stop(decision: GuardDecision) -> bool:
+    return decision.fallback == "emergency_stop" and np.array_equal(
+        decision.trajectory, np.zeros((T, 2))
+    )
+
+
+# ----------------------------------------------------------------------------- accepted
+def test_clear_road_and_confident_straight_plan_is_accepted_unchanged(guard) -> None:
+    plan = straight(8.0)
+    decision = guard.check(inputs(plan))
+    assert decision.reason == ReasonCode.ACCEPTED
+    assert decision.reasons == (ReasonCode.ACCEPTED,)
+    assert decision.fallback == "none" and not decision.intervened
+    assert np.array_equal(decision.trajectory, plan)
+    assert decision.trajectory is not plan  # the caller's array is not handed back
+
+
+def test_occupancy_noise_below_the_threshold_never_intervenes(guard) -> None:
+    rng = np.random.default_rng(0)
+    threshold = guard.config.view.occupancy_threshold
+    counter = InterventionCounter()
+    for tick in range(60):
+        occ = rng.uniform(0.0, threshold - 0.02, (3, ROWS, COLS))
+        flag_p = rng.uniform(0.0, 0.45, len(FLAGS))
+        light_p = np.array([0.55, *rng.uniform(0.0, 0.3, 3)])
+        percept = PerceptionOutputs(occ, light_p, flag_p)
+        counter.record(guard.check(inputs(percept=percept, time_s=tick * 0.05)))
+    assert counter.ticks == 60
+    assert counter.interventions == 0
+    assert counter.reasons[ReasonCode.ACCEPTED] == 60
+
+
+# ------------------------------------------------------------------------- non-finite
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_nonfinite_plan_is_an_emergency_stop_on_the_same_tick(guard, bad) -> None:
+    plan = straight(8.0)
+    plan[3, 0] = bad
+    decision = guard.check(inputs(plan))
+    assert decision.reason == ReasonCode.NONFINITE_PLAN
+    assert is_emergency_stop(decision)
+
+
+def test_nonfinite_confidence_or_perception_is_an_emergency_stop(guard) -> None:
+    assert guard.check(inputs(confidence=math.nan)).reason == ReasonCode.NONFINITE_PLAN
+    occ = occupancy()
+    occ[0, 3, 3] = math.nan
+    decision = guard.check(inputs(percept=perception(occ=occ)))
+    assert decision.reason == ReasonCode.NONFINITE_INPUT
+    assert is_emergency_stop(decision)
+    decision = guard.check(inputs(speed=math.inf, trajectory=straight(8.0)))
+    assert decision.reason == ReasonCode.NONFINITE_INPUT
+
+
+# ---------------------------------------------------------------------- obstacles
+def test_static_cell_on_the_path_falls_back_to_a_rules_stop_before_it(guard) -> None:
+    # A static cell left of the centre line 20-24 m ahead: a 2 m box at x 21..23 m.
+    percept = perception([("static", 22.0, 1.0)])
+    decision = guard.check(inputs(straight(6.0), speed=6.0, percept=percept))
+    assert decision.reason == ReasonCode.PATH_BLOCKED
+    assert decision.fallback == "rules"
+    traj = decision.trajectory
+    assert traj.shape == (T, 2) and np.isfinite(traj).all()
+    # The front bumper stays the rules' static gap short of the box.
+    assert traj[:, 0].max() + HALF_LENGTH <= 21.0 - RULES.static_gap_m + 0.1
+    assert np.all(np.diff(traj[:, 0]) >= -1e-9)  # never backwards
+    assert not swept_contacts(traj, DT, guard.last_view, 0.0)
+
+
+def test_wall_of_static_cells_across_the_road_stops_before_it(guard) -> None:
+    wall = [("static", 30.0, GRID.bev_y_m[0] + 2.0 + 4.0 * c) for c in range(COLS)]
+    decision = guard.check(inputs(straight(8.0), speed=8.0, percept=perception(wall)))
+    assert decision.reason == ReasonCode.PATH_BLOCKED
+    assert decision.fallback == "rules"
+    # Box near edge at 29 m; the rules keep their gap (no lane to pass in).
+    assert decision.trajectory[:, 0].max() + HALF_LENGTH <= 29.0 - RULES.static_gap_m + 0.1
+    speeds = segment_speeds(decision.trajectory, DT)
+    assert speeds[-1] < speeds[0]  # braking
+
+
+def test_obstacle_too_close_to_stop_for_is_an_emergency_stop(guard) -> None:
+    # A box at x 5..7 m at 10 m/s: even the rules cannot stop before it.
+    decision = guard.check(
+        inputs(straight(10.0), speed=10.0, percept=perception([("static", 6.0, 1.0)]))
+    )
+    assert ReasonCode.PATH_BLOCKED in decision.reasons
+    assert ReasonCode.FALLBACK_UNSAFE in decision.reasons
+    assert decision.reason == ReasonCode.FALLBACK_UNSAFE  # the most severe
+    assert is_emergency_stop(decision)
+
+
+def test_vehicle_cells_count_only_when_reached_sooner_than_the_ttc(guard) -> None:
+    # A vehicle cell 4-8 m ahead (box 5..7 m) at 5 m/s: reached in ~0.5 s.
+    near = guard.check(
+        inputs(straight(5.0), speed=5.0, percept=perception([("vehicle", 6.0, 1.0)]))
+    )
+    assert near.reasons == (ReasonCode.TTC,)
+    assert near.fallback == "rules"  # the rules can still stop short of it
+    assert near.trajectory[:, 0].max() + HALF_LENGTH < 5.0
+    # At 10 m/s the rules cannot: full brake.
+    fast = guard.check(
+        inputs(straight(10.0), speed=10.0, percept=perception([("vehicle", 10.0, 1.0)]))
+    )
+    assert fast.reasons == (ReasonCode.FALLBACK_UNSAFE, ReasonCode.TTC)
+    assert is_emergency_stop(fast)
+    # A vehicle 34 m ahead, reached after ~3 s: it may well be moving (the grid has no
+    # velocity), so the planner's plan stands.
+    far = guard.check(
+        inputs(straight(10.0), speed=10.0, percept=perception([("vehicle", 34.0, 1.0)]))
+    )
+    assert far.reason == ReasonCode.ACCEPTED
+
+
+def test_adjacent_lane_cells_do_not_block_a_straight_plan(guard) -> None:
+    cells = [(kind, 14.0, y) for kind in ("vehicle", "static") for y in (6.0, -6.0)]
+    assert guard.check(inputs(percept=perception(cells))).reason == ReasonCode.ACCEPTED
+
+
+def test_pedestrian_on_the_path_blocks(guard) -> None:
+    decision = guard.check(
+        inputs(straight(6.0), speed=6.0, percept=perception([("pedestrian", 22.0, -1.0)]))
+    )
+    assert decision.reason == ReasonCode.PATH_BLOCKED
+    assert decision.trajectory[:, 0].max() + HALF_LENGTH <= 21.0 - RULES.pedestrian_gap_m + 0.1
+
+
+# ---------------------------------------------------------------------- confidence
+def test_low_confidence_falls_back_to_the_rules(guard) -> None:
+    plan = straight(8.0, y=0.0)
+    plan[:, 1] = np.linspace(0.2, 3.0, T)  # a drifting plan the rules would not make
+    decision = guard.check(inputs(plan, confidence=0.01))
+    assert decision.reason == ReasonCode.LOW_CONFIDENCE
+    assert decision.fallback == "rules"
+    # The rules follow the route (the x axis) instead.
+    assert np.abs(decision.trajectory[:, 1]).max() < 1e-6
+    assert np.all(np.diff(decision.trajectory[:, 0]) > 0)
+
+
+# ---------------------------------------------------------------------------- light
+def test_red_light_not_stopped_for_falls_back_to_a_stop(guard) -> None:
+    speed = 8.0
+    decision = guard.check(inputs(straight(speed), speed=speed, percept=perception(light="red")))
+    assert decision.reason == ReasonCode.RED_LIGHT
+    assert decision.fallback == "rules"
+    speeds = segment_speeds(decision.trajectory, DT)
+    assert speeds[-1] < 0.5  # standing at the end of the horizon
+    # ...no farther than a comfortable stop from the current speed.
+    assert arc_lengths(decision.trajectory)[-1] <= speed**2 / (2 * 3.0) + 0.5
+
+
+def test_red_light_with_a_plan_that_stops_is_accepted(guard) -> None:
+    plan = straight(8.0, accel=-2.5)  # stops after 3.2 s, 12.8 m
+    assert guard.check(inputs(plan, percept=perception(light="red"))).reason == ReasonCode.ACCEPTED
+    stopped = np.zeros((T, 2))
+    decision = guard.check(inputs(stopped, speed=0.0, percept=perception(light="red")))
+    assert decision.reason == ReasonCode.ACCEPTED
+
+
+def test_green_light_is_accepted(guard) -> None:
+    assert guard.check(inputs(percept=perception(light="green"))).reason == ReasonCode.ACCEPTED
+
+
+# ------------------------------------------------------------------------ speed caps
+def test_construction_flag_caps_the_mean_speed(guard) -> None:
+    cap = guard.config.construction_speed_cap_mps
+    plan = straight(cap, accel=1.5)  # speeding up from the cap
+    decision = guard.check(inputs(plan, speed=cap, percept=perception(flags=("construction",))))
+    assert decision.reason == ReasonCode.SPEED_CAP_CONSTRUCTION
+    assert decision.fallback == "none"
+    mean_speed = arc_lengths(decision.trajectory)[-1] / (T * DT)
+    assert mean_speed <= cap + 0.05
+    assert segment_speeds(decision.trajectory, DT).max() <= cap + 1e-6
+
+
+def test_speed_cap_keeps_the_path_and_slows_down_from_above(guard) -> None:
+    # A left bend (radius 40 m) at 12 m/s; the pedestrian cap is 5 m/s.
+    radius, speed = 40.0, 12.0
+    s = speed * DT * np.arange(1, T + 1)
+    plan = np.stack([radius * np.sin(s / radius), radius * (1 - np.cos(s / radius))], axis=1)
+    decision = guard.check(
+        inputs(plan, speed=speed, percept=perception(flags=("pedestrian_crossing",)))
+    )
+    assert decision.reason == ReasonCode.SPEED_CAP_PEDESTRIAN
+    traj = decision.trajectory
+    # Every pose on the original path (the polyline through the planned poses)...
+    assert distance_to_path(traj, plan).max() < 1e-6
+    assert not np.allclose(traj, plan)
+    # ...slowing at the cap deceleration, then at the cap (speeds between poses are along
+    # chords that cut the original vertices: a few cm/s slower).
+    speeds = segment_speeds(traj, DT)
+    assert np.all(np.diff(speeds) <= 0.05)
+    assert speeds[-1] <= guard.config.pedestrian_speed_cap_mps + 1e-6
+    assert speeds[0] <= speed
+
+
+def test_both_caps_apply_the_lower_one(guard) -> None:
+    flags = ("construction", "pedestrian_crossing")
+    decision = guard.check(inputs(straight(10.0), speed=5.0, percept=perception(flags=flags)))
+    assert set(decision.reasons) == {
+        ReasonCode.SPEED_CAP_PEDESTRIAN,
+        ReasonCode.SPEED_CAP_CONSTRUCTION,
+    }
+    assert (
+        segment_speeds(decision.trajectory, DT).max()
+        <= guard.config.pedestrian_speed_cap_mps + 1e-6
+    )
+
+
+def test_fog_and_rain_cap_the_speed_to_stop_within_sight(guard) -> None:
+    percept = perception(flags=("rain", "fog"))
+    view = view_from_perception(percept, 16.0, np.array([[0.0, 0.0], [1.0, 0.0]]))
+    b = 7.0 * view.friction / 0.9
+    v_sight = -b * 0.5 + math.sqrt((b * 0.5) ** 2 + 2 * b * view.visibility_m)
+    assert 10.0 < v_sight < 16.0
+    decision = guard.check(inputs(straight(16.0), speed=16.0, percept=percept))
+    assert decision.reason == ReasonCode.STOPPING_DISTANCE
+    assert decision.fallback == "none"
+    assert segment_speeds(decision.trajectory, DT)[-1] <= v_sight + 1e-6
+    # Below the sight speed nothing changes.
+    assert (
+        guard.check(inputs(straight(9.0), speed=9.0, percept=percept)).reason == ReasonCode.ACCEPTED
+    )
+
+
+# --------------------------------------------------------------------------- camera
+def test_camera_frozen_is_reported_on_tick_n_not_before(guard) -> None:
+    n = guard.config.frozen_camera_ticks
+    for tick in range(1, n):
+        decision = guard.check(inputs(digest=42, time_s=tick * 0.05))
+        assert decision.reason == ReasonCode.ACCEPTED, f"tick {tick}"
+    decision = guard.check(inputs(digest=42, time_s=n * 0.05))
+    assert decision.reason == ReasonCode.CAMERA_FROZEN
+    assert is_emergency_stop(decision)
+    # A new frame clears it.
+    assert guard.check(inputs(digest=43)).reason == ReasonCode.ACCEPTED
+
+
+def test_identical_frames_while_standing_are_not_a_frozen_camera(guard) -> None:
+    stopped = np.zeros((T, 2))
+    for _ in range(3 * guard.config.frozen_camera_ticks):
+        decision = guard.check(inputs(stopped, speed=0.0, digest=7))
+        assert decision.reason == ReasonCode.ACCEPTED
+
+
+def test_camera_missing_is_an_emergency_stop(guard) -> None:
+    decision = guard.check(inputs(digest=None))
+    assert decision.reason == ReasonCode.CAMERA_MISSING
+    assert is_emergency_stop(decision)
+
+
+def test_frame_digest_is_cheap_and_sensitive() -> None:
+    image = np.random.default_rng(0).integers(0, 255, (128, 256, 4), dtype=np.uint8)
+    assert frame_digest(image) == frame_digest(image.copy())
+    changed = image.copy()
+    changed[64, 128, 0] ^= 1  # a sampled pixel (every 4th row and column)
+    assert frame_digest(changed) != frame_digest(image)
+    assert frame_digest(None) is None
+    assert frame_digest(np.zeros((0, 0, 4), np.uint8)) is None
+
+
+# ------------------------------------------------------------------------------ VLM
+def test_vlm_error_falls_back_to_the_rules(guard) -> None:
+    decision = guard.check(inputs(vlm=VLMHealth(error="RuntimeError: boom", age_s=0.2)))
+    assert decision.reason == ReasonCode.VLM_ERROR
+    assert decision.fallback == "rules"
+    assert "boom" in decision.detail
+
+
+def test_vlm_timeout_falls_back_to_the_rules(guard) -> None:
+    timeout = guard.config.vlm_timeout_s
+    decision = guard.check(inputs(vlm=VLMHealth(age_s=timeout + 0.5)))
+    assert decision.reason == ReasonCode.VLM_TIMEOUT and decision.fallback == "rules"
+    assert guard.check(inputs(vlm=VLMHealth(age_s=math.nan))).reason == ReasonCode.VLM_TIMEOUT
+    assert guard.check(inputs(vlm=VLMHealth(age_s=0.5))).reason == ReasonCode.ACCEPTED
+
+
+@pytest.mark.parametrize("start_s", [0.0, 10.0])
+def test_no_reasoning_yet_times_out_from_the_route_start(guard, start_s) -> None:
+    timeout = guard.config.vlm_timeout_s
+    assert guard.check(inputs(vlm=VLMHealth(), time_s=start_s)).reason == ReasonCode.ACCEPTED
+    assert (
+        guard.check(inputs(vlm=VLMHealth(), time_s=start_s + timeout - 0.1)).reason
+        == ReasonCode.ACCEPTED
+    )
+    late = guard.check(inputs(vlm=VLMHealth(), time_s=start_s + timeout + 0.1))
+    assert late.reason == ReasonCode.VLM_TIMEOUT
+
+
+def test_vlm_watch_reads_the_runtime_counters() -> None:
+    def status(completed: int, errors: int, age: float | None = 0.1) -> RuntimeStatus:
+        return RuntimeStatus(
+            mode="async", age_frames=None, age_s=age, submitted=completed + errors,
+            completed=completed, dropped=0, rate_limited=0, errors=errors, timeouts=0,
+            stale=0, busy=False, last_error="frame 3: RuntimeError: boom" if errors else None,
+        )  # fmt: skip
+
+    def health(completed: int, errors: int, age: float | None = 0.1) -> VLMHealth:
+        result = watch.update(status(completed, errors, age))
+        assert result is not None
+        return result
+
+    watch = VLMWatch()
+    assert health(1, 0) == VLMHealth(error=None, age_s=0.1)
+    assert "boom" in (health(1, 1).error or "")
+    assert health(1, 1, age=0.6).error is not None  # sticky until a success
+    assert health(2, 1).error is None
+    off = RuntimeStatus("off", None, None, 0, 0, 0, 0, 0, 0, 0, False, None)
+    assert watch.update(off) is None
+
+
+# ---------------------------------------------------------------------- robustness
+def test_internal_errors_become_an_emergency_stop_and_are_logged(caplog) -> None:
+    # A guard configured for a finer grid than the model's outputs: a configuration bug.
+    fine = PerceptionConfig(bev_cell_m=2.0)
+    lenient = SafetyGuard(GuardConfig(), grid=fine)
+    with caplog.at_level(logging.ERROR, logger="agent.safety.guard"):
+        decision = lenient.check(inputs())
+    assert decision.reason == ReasonCode.GUARD_ERROR
+    assert is_emergency_stop(decision)
+    assert "occupancy must be" in (lenient.last_error or "")
+    assert any("safety guard failed" in r.message for r in caplog.records)
+    strict = SafetyGuard(GuardConfig(raise_errors=True), grid=fine)
+    with pytest.raises(ValueError, match="occupancy must be"):
+        strict.check(inputs())
+
+
+def test_absurd_numbers_never_raise_and_always_give_a_finite_trajectory(guard) -> None:
+    """Huge, negative and degenerate values (raise_errors is on: an internal exception
+    fails the test; numpy warnings too)."""
+    rng = np.random.default_rng(7)
+    with np.errstate(all="raise"):
+        for tick in range(150):
+            scale = 10.0 ** rng.integers(-3, 7)
+            plan = rng.normal(0.0, scale, (T, 2))
+            route = rng.normal(0.0, 10.0 ** rng.integers(-6, 4), (int(rng.integers(2, 5)), 2))
+            if tick % 5 == 0:
+                route[:] = route[0]  # zero length
+            occ = rng.random((3, ROWS, COLS)) * (rng.random((3, ROWS, COLS)) < 0.1)
+            percept = PerceptionOutputs(occ, rng.random(4), rng.random(len(FLAGS)))
+            speed = float(rng.choice([-3.0, 0.0, 7.0, 45.0, 3.0e6]))
+            decision = guard.check(
+                GuardInputs(
+                    plan,
+                    float(rng.uniform(-1.0, 2.0)),
+                    speed,
+                    percept,
+                    route,
+                    tick % 3,
+                    tick * 0.05,
+                )
+            )
+            assert decision.trajectory.shape == (T, 2)
+            assert np.isfinite(decision.trajectory).all()
+
+
+def test_inputs_and_config_reject_bad_shapes_and_keys() -> None:
+    with pytest.raises(ValueError, match="GuardInputs.trajectory"):
+        inputs(np.zeros((8, 3)))
+    with pytest.raises(ValueError, match="PerceptionOutputs.light"):
+        PerceptionOutputs(occupancy(), np.zeros(3), np.zeros(len(FLAGS)))
+    with pytest.raises(ValueError, match="PerceptionOutputs.occupancy"):
+        PerceptionOutputs(np.zeros((ROWS, COLS)), np.zeros(4), np.zeros(len(FLAGS)))
+    with pytest.raises(ValueError, match="ttc_treshold_s"):
+        GuardConfig.model_validate({"ttc_treshold_s": 1.0})
+    with pytest.raises(ValueError, match="GuardDecision.reasons"):
+        GuardDecision(np.zeros((T, 2)), ReasonCode.TTC, (ReasonCode.ACCEPTED,), "rules")
+
+
+def test_reset_forgets_the_route(guard) -> None:
+    n = guard.config.frozen_camera_ticks
+    for _ in range(n - 1):
+        guard.check(inputs(digest=5))
+    guard.reset()
+    assert guard.check(inputs(digest=5)).reason == ReasonCode.ACCEPTED
+
+
+# ------------------------------------------------------------------------ counter
+def test_intervention_counter_tallies_a_route(guard) -> None:
+    counter = InterventionCounter()
+    counter.record(guard.check(inputs()))
+    counter.record(guard.check(inputs(confidence=0.0)))
+    counter.record(guard.check(inputs(digest=None)))
+    counter.record(
+        guard.check(inputs(straight(10.0), speed=10.0, percept=perception([("static", 6.0, 1.0)])))
+    )
+    result = counter.as_dict()
+    json.dumps(result)  # JSON-ready
+    assert result["ticks"] == 4 and result["interventions"] == 3
+    assert result["intervention_rate"] == pytest.approx(0.75)
+    assert result["reasons"]["ACCEPTED"] == 1
+    assert result["reasons"]["LOW_CONFIDENCE"] == 1
+    assert result["reasons"]["CAMERA_MISSING"] == 1
+    assert result["reasons"]["PATH_BLOCKED"] == 1 and result["reasons"]["FALLBACK_UNSAFE"] == 1
+    assert set(result["reasons"]) == {code.value for code in ReasonCode}
+    assert result["fallbacks"] == {"none": 1, "rules": 1, "emergency_stop": 2}
+    counter.reset()
+    assert counter.as_dict()["ticks"] == 0
+
+
+# --------------------------------------------------------------- perception -> view
+def test_occupied_cells_become_standing_boxes_of_their_class() -> None:
+    occ = occupancy([("vehicle", 22.0, 1.0), ("pedestrian", -5.0, -14.5), ("static", 54.0, 9.0)])
+    occ[2, 0, 0] = 0.49  # below the threshold: no obstacle
+    percept = PerceptionOutputs(occ, np.array([0.97, 0.01, 0.01, 0.01]), np.zeros(len(FLAGS)))
+    view = view_from_perception(percept, 5.0, np.array([[0.0, 0.0], [10.0, 0.0]]))
+    got = {kind: tuple(xy) for kind, xy in zip(view.obstacle_kind, view.obstacle_xy, strict=True)}
+    # Cell centres: x = -8 + 4 (r + 0.5), y = -16 + 4 (c + 0.5).
+    assert got == {"vehicle": (22.0, 2.0), "pedestrian": (-6.0, -14.0), "static": (54.0, 10.0)}
+    assert np.all(view.obstacle_size == PerceptionViewConfig().cell_box_m)
+    assert np.all(view.obstacle_velocity == 0.0) and np.all(view.obstacle_yaw == 0.0)
+    assert len(set(view.obstacle_id.tolist())) == 3
+    # Stable ids: the flat cell index.
+    again = view_from_perception(percept, 9.0, np.array([[0.0, 0.0], [10.0, 0.0]]))
+    assert np.array_equal(again.obstacle_id, view.obstacle_id)
+    assert view.lights == ()
+
+
+def test_view_is_one_lane_on_the_route_from_the_ego() -> None:
+    route = np.array([[-5.0, 1.5], [40.0, 1.5]])  # the route centre 1.5 m left of the ego
+    view = view_from_perception(perception(), 7.0, route)
+    assert view.route_s[0] == 0.0 and view.route_s[-1] == pytest.approx(80.0)
+    assert np.allclose(view.route_xy[0], [0.0, 1.5]) and np.allclose(view.route_xy[:, 1], 1.5)
+    assert view.lateral_offset_m == pytest.approx(-1.5)  # the ego is right of the route
+    assert not view.left_same.any() and not view.right_same.any() and not view.left_opposite.any()
+    assert view.ego_size == (pytest.approx(4.89), pytest.approx(2.12))
+
+
+def test_route_from_targets_skips_points_behind_and_bends_at_the_targets() -> None:
+    route = route_from_targets(np.array([20.0, 0.0]), np.array([20.0, 30.0]))
+    assert np.allclose(route, [[0, 0], [20, 0], [20, 30]])
+    view = view_from_perception(perception(), 5.0, route)
+    assert np.allclose(view.route_xy[50], [20.0, 30.0])  # 20 m, then 30 m left
+    assert np.allclose(view.route_xy[-1], [20.0, 60.0])  # carried on past the last target
+    behind = route_from_targets(np.array([-3.0, 0.0]))
+    assert np.allclose(behind, [[0.0, 0.0], [1.0, 0.0]])  # straight on
+
+
+@pytest.mark.parametrize(
+    ("light", "state"),
+    [
+        ("red", TrafficLightState.Red),
+        ("yellow", TrafficLightState.Yellow),
+        ("green", TrafficLightState.Green),
+    ],
+)
+def test_light_state_is_placed_at_a_comfortable_stop(light, state) -> None:
+    speed = 9.0
+    view = view_from_perception(perception(light=light), speed, np.array([[0.0, 0.0], [1.0, 0.0]]))
+    cfg = PerceptionViewConfig()
+    expected = HALF_LENGTH + speed**2 / (2 * cfg.light_decel_mps2) + cfg.light_margin_m
+    assert view.lights == ((pytest.approx(expected), state),)
+
+
+def test_red_wins_over_green_when_both_are_likely() -> None:
+    percept = PerceptionOutputs(occupancy(), np.array([0.0, 0.55, 0.0, 0.6]), np.zeros(len(FLAGS)))
+    view = view_from_perception(percept, 0.0, np.array([[0.0, 0.0], [1.0, 0.0]]))
+    assert view.lights[0][1] == TrafficLightState.Red
+
+
+@pytest.mark.parametrize(
+    ("flags", "friction", "visibility"),
+    [
+        ((), 0.9, (5_000.0, 20_000.0)),
+        (("rain",), 0.45, (400.0, 600.0)),
+        (("fog",), 0.9, (29.0, 31.0)),
+        (("night",), 0.9, (50.0, 50.0)),
+        (("rain", "fog", "night"), 0.45, (29.0, 31.0)),
+    ],
+)
+def test_road_conditions_from_the_weather_flags(flags, friction, visibility) -> None:
+    view = view_from_perception(perception(flags=flags), 5.0, np.array([[0.0, 0.0], [1.0, 0.0]]))
+    assert view.friction == pytest.approx(friction)
+    assert visibility[0] <= view.visibility_m <= visibility[1]
+
+
+def test_from_logits_accepts_the_heads_batch_of_one() -> None:
+    bev = np.full((1, 3, ROWS, COLS), -8.0)
+    bev[0, 1, 7, 4] = 8.0
+    light = np.array([[5.0, 0.0, 0.0, 0.0]])
+    flags = np.full((1, len(FLAGS)), -6.0)
+    percept = PerceptionOutputs.from_logits(bev, light, flags)
+    assert percept.occupancy.shape == (3, ROWS, COLS)
+    assert percept.occupancy[1, 7, 4] > 0.99
+    assert np.sort(percept.occupancy.ravel())[-2] < 1e-3
+    assert percept.light.sum() == pytest.approx(1.0) and percept.light[0] > 0.9
+    assert percept.flag("rain") < 0.01
+    with pytest.raises(ValueError, match="unknown flag"):
+        percept.flag("snow")
+
+
+def test_stops_within_reads_stops_and_decelerations() -> None:
+    assert stops_within(np.zeros((T, 2)), DT, 1.0, 0.5)
+    assert stops_within(straight(8.0, accel=-2.5), DT, 15.0, 0.5)
+    assert not stops_within(straight(8.0, accel=-2.5), DT, 10.0, 0.5)
+    assert stops_within(straight(12.0, accel=-1.5), DT, 50.0, 0.5)  # extrapolated: 48 m
+    assert not stops_within(straight(8.0), DT, 50.0, 0.5)

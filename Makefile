@@ -36,6 +36,7 @@ lint: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_sim.py
 	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_tracking.py
 	$(BIN)/python benchmarks/bench_agent.py
 
 # The shipped model from scratch: expert data (train suite, with recovery perturbations;

@@ -1,11 +1,13 @@
 """Control-step latency of the learned agent (not a test): `make bench` or
 `python benchmarks/bench_agent.py [--json] [--checkpoint DIR] [--seconds S]`.
 
-Drives the model agent (agent/model_agent.py) on one library route of the embedded
-simulator with the default sensor suite (one 256x128 camera, GNSS, IMU, speedometer) and
-one torch thread for the control step, and times `run_step` only (not the simulator):
+Drives the Leaderboard agent (agent/leaderboard_agent.py: model + safety guard + PID) on
+one library route of the embedded simulator with the default sensor suite (one 256x128
+camera, GNSS, IMU, speedometer) and one torch thread for the control step, and times
+`run_step` only (not the simulator):
 - `distilled`: the VLM off, its distilled head on the visual features;
-- `async`: the VLM reasoning in a background thread at 2 Hz while the control step runs.
+- `async`: the VLM reasoning in a background thread at 2 Hz while the control step runs;
+- `distilled, no guard`: the guard's own cost is the difference to `distilled`.
 Targets (issue 5): p50 <= 15 ms, p99 <= 40 ms. Also reported: the VLM's own reasoning
 rate on this CPU (reasonings completed per second of wall time, and per-call latency).
 """
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from agent.model_agent import ModelAgent
+from agent.leaderboard_agent import VLMDriveAgent
 from scenarios.compile import compile_scenario
 from scenarios.loader import load_scenario
 from scenarios.sampler import sample
@@ -36,14 +38,15 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "scenarios/library/eval/construction_left_fog.yaml"
 
 
-def run(checkpoint: Path, mode: str, seconds: float) -> dict:
+def run(checkpoint: Path, mode: str, seconds: float, guard: bool = True) -> dict:
     sim = LiteSimulator()
     spec = compile_scenario(sample(load_scenario(SCENARIO), n=1)[0], str(SCENARIO))
     sim.reset(spec, 0)
     DataProvider.set_simulator(sim)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump({"checkpoint": str(checkpoint), "vlm_mode": mode, "threads": 1}, f)
-    agent = ModelAgent("localhost", 2000, False)
+        config = {"checkpoint": str(checkpoint), "vlm_mode": mode, "threads": 1}
+        yaml.safe_dump({**config, "safety": {"enabled": guard}}, f)
+    agent = VLMDriveAgent("localhost", 2000, False)
     agent.set_global_plan(*agent_global_plan(agent, sim))
     agent.setup(f.name)
     sim.setup_sensors(agent.sensors())
@@ -64,7 +67,7 @@ def run(checkpoint: Path, mode: str, seconds: float) -> dict:
     os.unlink(f.name)
     ms = np.asarray(times[20:]) * 1000  # skip warm-up
     row = {
-        "mode": mode,
+        "mode": mode if guard else f"{mode}, no guard",
         "ticks": len(times),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p90_ms": round(float(np.percentile(ms, 90)), 2),
@@ -99,6 +102,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     rows = [run(args.checkpoint, mode, args.seconds) for mode in ("distilled", "async")]
+    rows.append(run(args.checkpoint, "distilled", args.seconds, guard=False))
     report = {
         "host": platform.node(),
         "cpus": os.cpu_count(),
@@ -110,14 +114,14 @@ def main() -> None:
         print(json.dumps(report, indent=2))
         return
     print(
-        f"model agent control step, 1 torch thread, {os.cpu_count()} cpus (target p50<=15, p99<=40 ms)"
+        f"agent control step (model + guard + PID), 1 torch thread, {os.cpu_count()} cpus (target p50<=15, p99<=40 ms)"
     )
     for r in rows:
         extra = (
             f", VLM {r['vlm_reasonings_per_s']} reasonings/s" if "vlm_reasonings_per_s" in r else ""
         )
         print(
-            f"  {r['mode']:>9}: p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms{extra}"
+            f"  {r['mode']:>20}: p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms{extra}"
         )
     print(f"  VLM reason() on one frame: {report['vlm']['reason_ms_p50']} ms (p50)")
 

@@ -7,7 +7,7 @@
 Registered ids (on import of this module):
 - `vlmdrive/Driving-v0`: the generic env; pass `scenario=...` to `gymnasium.make`.
 - `vlmdrive/<name>-v0` for every shipped scenario file
-  `scenarios/library/{train,eval}/<name>.yaml` (not `_*.yaml` bases nor `suite.yaml`);
+  `scenarios/library/{train,eval}/<name>.yaml` (not `_*.yaml` bases nor `suite*.yaml` suites);
   `LIBRARY_ENV_IDS` maps each id to its file.
 
 Episodes. `scenario` is a scenario YAML path, a `scenarios.schema.Scenario` or a compiled
@@ -581,7 +581,7 @@ def library_scenarios() -> dict[str, Path]:
     out: dict[str, Path] = {}
     for split in ("train", "eval"):
         for path in sorted((LIBRARY_DIR / split).glob("*.yaml")):
-            if path.name.startswith("_") or path.name == "suite.yaml":
+            if path.name.startswith(("_", "suite")):  # bases and suite files
                 continue
             if path.stem in out:
                 raise RuntimeError(

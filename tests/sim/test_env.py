@@ -54,7 +54,7 @@ def _straight_env(**kwargs) -> DrivingEnv:
 
 # ------------------------------------------------------------------ registry / API
 def test_one_registered_id_per_library_scenario() -> None:
-    assert len(LIBRARY_ENV_IDS) == 28
+    assert len(LIBRARY_ENV_IDS) == 29
     for env_id, path in LIBRARY_ENV_IDS.items():
         assert env_id in gymnasium.registry
         assert env_id == f"vlmdrive/{load_scenario(path).name}-v0"

@@ -50,13 +50,16 @@ data: setup
 train: data
 	$(BIN)/vlmdrive train --config configs/tiny.yaml
 
-# Closed loop on the held-out eval suite, the model and the expert in the same run, then
-# the speed benchmark; both land in the model card.
+# Closed loop on the held-out eval suite (EVAL_SUITE; the default is its first variation of
+# every scenario, 14 routes — suite.yaml has all 55): the expert, the guarded agent and the
+# unguarded agent in the same run, then the speed benchmark; all land in the model card.
+EVAL_SUITE ?= scenarios/library/eval/suite_quick.yaml
 eval-model: setup
-	$(BIN)/vlmdrive eval --agent expert --suite scenarios/library/eval/suite.yaml --out $(OUT)/eval-expert/results.json --workers 2
-	$(BIN)/vlmdrive eval --agent agent/model_agent.py --suite scenarios/library/eval/suite.yaml --out $(OUT)/eval-model/results.json --workers 2
+	$(BIN)/vlmdrive eval --agent expert --suite $(EVAL_SUITE) --out $(OUT)/eval-expert/results.json --workers 2 --quiet
+	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-agent/results.json --workers 2 --quiet
+	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent_no_guard.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-agent-no-guard/results.json --workers 2 --quiet
 	$(BIN)/python benchmarks/bench_agent.py --json > $(OUT)/bench_agent.json
-	$(BIN)/vlmdrive model-card checkpoints/vlmdrive-tiny --agent-results $(OUT)/eval-model/results.json --expert-results $(OUT)/eval-expert/results.json --speed $(OUT)/bench_agent.json
+	$(BIN)/vlmdrive model-card checkpoints/vlmdrive-tiny --agent-results $(OUT)/eval-agent/results.json --unguarded-results $(OUT)/eval-agent-no-guard/results.json --expert-results $(OUT)/eval-expert/results.json --speed $(OUT)/bench_agent.json
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -116,7 +116,6 @@ from sim.spec import WorldSpec
 from sim.tracking import WaypointTracker
 
 
-
 def _carla_simulator() -> Simulator:
     """A CARLA-server backend at $CARLA_HOST:$CARLA_PORT (default localhost:2000); see
     docs/carla_backend.md. Imported lazily: `carla` is only needed when it is used."""

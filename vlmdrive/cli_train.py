@@ -102,15 +102,31 @@ def eval_open(
     _out.print(_summary_line(metrics))
 
 
+COLLISIONS = ("collisions_layout", "collisions_pedestrian", "collisions_vehicle")
+
+
 def _global(results_path: Path) -> dict:
+    """Driving Score, RC, IP, collisions and safety-guard interventions of one evaluation."""
+    from sim.evaluate import details_path
+
     data = json.loads(results_path.read_text())
     values = data["values"]
-    return {
+    records = data["_checkpoint"]["records"]
+    row = {
         "ds": float(values[0]),
         "rc": float(values[1]),
         "ip": float(values[2]),
-        "routes": len(data["_checkpoint"]["records"]),
+        "routes": len(records),
+        "collisions": sum(len(r["infractions"].get(k, [])) for r in records for k in COLLISIONS),
+        "failed": sum(1 for r in records if str(r["status"]).startswith("Failed")),
     }
+    details = details_path(results_path)
+    if details.is_file():
+        routes = json.loads(details.read_text()).get("routes", [])
+        row["interventions"] = sum(
+            int((r.get("interventions") or {}).get("interventions", 0)) for r in routes
+        )
+    return row
 
 
 def model_card(
@@ -119,6 +135,10 @@ def model_card(
     ),
     agent_results: Annotated[
         Path | None, typer.Option(help="results.json of `vlmdrive eval` with this model.")
+    ] = None,
+    unguarded_results: Annotated[
+        Path | None,
+        typer.Option(help="results.json of the same agent with the safety guard off."),
     ] = None,
     expert_results: Annotated[
         Path | None, typer.Option(help="results.json of the expert on the same suite.")
@@ -130,12 +150,14 @@ def model_card(
     from agent.training.card import write_model_card
 
     if agent_results is not None:
-        rows = [{"agent": "vlmdrive-tiny", **_global(agent_results)}]
+        rows = [{"agent": "vlmdrive-tiny + guard", **_global(agent_results)}]
         closed: dict = {"rows": rows}
+        if unguarded_results is not None:
+            rows.append({"agent": "vlmdrive-tiny, guard off", **_global(unguarded_results)})
         if expert_results is not None:
             rows.append({"agent": "expert", **_global(expert_results)})
-            if rows[1]["ds"] > 0:
-                closed["ratio"] = rows[0]["ds"] / rows[1]["ds"]
+            if rows[-1]["ds"] > 0:
+                closed["ratio"] = rows[0]["ds"] / rows[-1]["ds"]
         (checkpoint / "closed_loop.json").write_text(json.dumps(closed, indent=1))
     if speed is not None:
         (checkpoint / "speed.json").write_text(speed.read_text())

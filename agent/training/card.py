@@ -104,11 +104,15 @@ def write_model_card(checkpoint: str | Path) -> Path:
         lines.append("Not measured yet (`vlmdrive eval-open --out <checkpoint>/open_loop.json`).")
     lines += ["", "## Closed-loop evaluation (embedded simulator, eval suite, `vlmdrive eval`)", ""]
     if closed:
-        lines.append("| agent | DS | RC | IP | routes |")
-        lines.append("|---|---|---|---|---|")
+        lines.append(
+            "| agent | DS | RC | IP | collisions | failed routes | guard interventions | routes |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
         for row in closed["rows"]:
             lines.append(
-                f"| {row['agent']} | {row['ds']:.2f} | {row['rc']:.2f} | {row['ip']:.3f} | {row['routes']} |"
+                f"| {row['agent']} | {row['ds']:.2f} | {row['rc']:.2f} | {row['ip']:.3f} | "
+                f"{row.get('collisions', '?')} | {row.get('failed', '?')} | "
+                f"{row.get('interventions', '-')} | {row['routes']} |"
             )
         if "ratio" in closed:
             lines += ["", f"Agent / expert Driving Score: {closed['ratio']:.1%} (target >= 80%)."]

@@ -31,9 +31,7 @@ from sim.weather import Weather
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "scenarios" / "library"
 SCHEMA_COMMENT = "# yaml-language-server: $schema=../../scenario.schema.json"
-FILES = sorted(
-    p for p in LIBRARY.glob("**/*.yaml") if not p.name.startswith(("_", "suite"))
-)
+FILES = sorted(p for p in LIBRARY.glob("**/*.yaml") if not p.name.startswith(("_", "suite")))
 # The train/eval suites own their folders; the demo suite is a cut of the eval suite.
 SUITES = sorted(p for p in LIBRARY.glob("*/suite.yaml") if p.parent.name != "demo")
 TICKS = 300

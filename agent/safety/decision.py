@@ -45,6 +45,8 @@ class ReasonCode(StrEnum):
     PATH_BLOCKED = "PATH_BLOCKED"  # the swept ego box hits a static / pedestrian obstacle
     TTC = "TTC"  # the swept ego box reaches an obstacle sooner than the TTC threshold
     RED_LIGHT = "RED_LIGHT"  # red light perceived and the plan does not stop
+    # --- creep (the planner's path at a crawl after a long hold) ------------------------------
+    CREEP = "CREEP"  # held still by PATH_BLOCKED / TTC / LOW_CONFIDENCE too long: creep on
     # --- speed cap (path kept, timing slowed) ----------------------------------------------
     STOPPING_DISTANCE = "STOPPING_DISTANCE"  # too fast to stop within sight (friction, fog)
     SPEED_CAP_CONSTRUCTION = "SPEED_CAP_CONSTRUCTION"  # construction flag

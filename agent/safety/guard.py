@@ -9,6 +9,9 @@
                    reached sooner than the TTC threshold: TTC), red light not stopped for
                    -> the rule set's plan on the perceived view; if that plan is not
                       finite or reaches an obstacle too: emergency stop (FALLBACK_UNSAFE)
+      3b. creep    held standing by PATH_BLOCKED / TTC / LOW_CONFIDENCE for creep_after_s
+                   while the planner wants to move -> the planner's path at creep speed
+                   for creep_duration_s (CREEP)
       4. caps      stopping within sight (friction, visibility), construction and
                    pedestrian flags -> the chosen trajectory keeps its path and is
                    slowed to the lowest violated cap (time reparameterisation)
@@ -27,6 +30,14 @@ Policies, and why:
   decelerates to a stop) within that range is accepted; otherwise the rules stop as soon
   as they comfortably can (perception_view), which may be short of, or — when the light
   turned red in the dilemma zone — beyond the real stop line.
+
+- Creep (TransFuser++'s "creep after long stops"): the perception grid is 4 m coarse and
+  has no lanes, so the obstacle the planner is about to pass in the next lane also covers
+  the lane-centre cells, and the guard would hold the car behind it for ever (measured:
+  every construction / stalled-vehicle route of the eval suite timed out). After
+  `creep_after_s` standing held by those geometric checks, the planner's own trajectory is
+  followed at `creep_speed_mps` for `creep_duration_s`; never past a red light, a camera or
+  model fault. The price: a planner that really drives into something does so at a crawl.
 
 `check` never raises for bad numbers: any exception inside is logged and becomes an
 emergency stop with GUARD_ERROR (`GuardConfig.raise_errors=True` re-raises instead, for
@@ -65,6 +76,7 @@ from agent.safety.perception_view import (
     view_from_perception,
 )
 from agent.safety.trajectory import (
+    arc_lengths,
     resample_in_time,
     retime_to_speed_cap,
     sight_speed,
@@ -77,6 +89,8 @@ logger = logging.getLogger(__name__)
 # Kinds that block the plan wherever it meets them (vehicles: only as TTC, see above).
 BLOCKING_KINDS = ("static", "pedestrian")
 MIN_GRIP = 0.3  # [-] the rules' floor on friction / DRY_FRICTION
+# Failed checks that may hold the car only so long before it creeps (see the docstring).
+CREEP_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.LOW_CONFIDENCE})
 
 
 class GuardConfig(BaseModel):
@@ -103,6 +117,10 @@ class GuardConfig(BaseModel):
     light_range_m: float = Field(LIGHT_RANGE_M, gt=0.0)  # [m] the light head's label range
     stop_speed_mps: float = Field(0.5, ge=0.0)  # [m/s] a plan step this slow has stopped
     view: PerceptionViewConfig = PerceptionViewConfig()
+    creep_after_s: float = Field(6.0, gt=0.0)  # [s] standing held by the guard before creeping
+    creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
+    creep_duration_s: float = Field(4.0, gt=0.0)  # [s] one creep episode
+    creep_min_plan_m: float = Field(1.0, ge=0.0)  # [m] the planner must want to move this far
     raise_errors: bool = False  # re-raise internal errors instead of stopping (tests)
 
 
@@ -182,8 +200,12 @@ class SafetyGuard:
         self.last_view: ObstacleView | None = None  # the perceived view of the last check
         self.last_error: str | None = None  # the last internal error (GUARD_ERROR)
         self._start_time_s: float | None = None  # [s] game time of the route's first check
+        self._held_since_s: float | None = None  # [s] the guard began holding the car still
+        self._creep_until_s = -math.inf  # [s] end of the current creep
 
     def reset(self) -> None:
+        self._held_since_s = None
+        self._creep_until_s = -math.inf
         self.rules.reset()
         self.camera.reset()
         self.last_view = None
@@ -220,7 +242,10 @@ class SafetyGuard:
         failed = self._plan_failures(inputs, view)
         trajectory = inputs.trajectory.copy()
         fallback: Fallback = "none"
-        if failed:
+        creep = self._creep(inputs, failed)
+        if creep is not None:
+            trajectory, failed = creep, {ReasonCode.CREEP: ", ".join(sorted(failed))}
+        elif failed:
             plan = self.rules.plan(view, inputs.time_s)
             trajectory = resample_in_time(plan.trajectory, RULES_DT_S, self.config.dt_s, num_poses)
             unsafe = self._fallback_failure(trajectory, view)
@@ -236,6 +261,31 @@ class SafetyGuard:
             failed[ReasonCode.GUARD_ERROR] = "the checked trajectory is not finite"
             return _decision(emergency_stop(num_poses), failed, "emergency_stop")
         return _decision(trajectory, failed, fallback)
+
+    def _creep(self, inputs: GuardInputs, failed: dict[ReasonCode, str]) -> np.ndarray | None:
+        """The planner's trajectory at creep speed when the guard has held the car standing
+        too long for geometric reasons only (see the module docstring), else None."""
+        cfg = self.config
+        holdable = bool(failed) and set(failed) <= CREEP_REASONS
+        wants_to_move = float(arc_lengths(inputs.trajectory)[-1]) >= cfg.creep_min_plan_m
+        if not (holdable and wants_to_move):
+            self._held_since_s = None
+            self._creep_until_s = -math.inf
+            return None
+        now = inputs.time_s
+        if now >= self._creep_until_s:  # not creeping: count the hold while standing
+            if inputs.speed_mps >= cfg.stop_speed_mps:
+                self._held_since_s = None
+                return None
+            if self._held_since_s is None:
+                self._held_since_s = now
+            if now - self._held_since_s < cfg.creep_after_s:
+                return None
+            self._creep_until_s = now + cfg.creep_duration_s
+            self._held_since_s = None
+        return retime_to_speed_cap(
+            inputs.trajectory, cfg.dt_s, inputs.speed_mps, cfg.creep_speed_mps, cfg.cap_decel_mps2
+        )
 
     def _source_failures(self, inputs: GuardInputs) -> dict[ReasonCode, str]:
         """Camera health and non-finite numbers: nothing to plan from."""

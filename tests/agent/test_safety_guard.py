@@ -607,3 +607,31 @@ def test_stops_within_reads_stops_and_decelerations() -> None:
     assert not stops_within(straight(8.0, accel=-2.5), DT, 10.0, 0.5)
     assert stops_within(straight(12.0, accel=-1.5), DT, 50.0, 0.5)  # extrapolated: 48 m
     assert not stops_within(straight(8.0), DT, 50.0, 0.5)
+
+
+def test_a_long_geometric_hold_creeps_on_the_planners_path(guard) -> None:
+    """Standing behind a perceived obstacle the planner wants to pass: held for
+    creep_after_s, then the planner's trajectory at creep speed for creep_duration_s."""
+    cfg = guard.config
+    percept = perception([("static", 10.0, 2.0)])
+    pass_left = np.stack([np.arange(1, T + 1) * 2.0, np.linspace(0.5, 3.5, T)], axis=1)
+    t, reasons = 0.0, []
+    while t < cfg.creep_after_s + 1.0:
+        decision = guard.check(inputs(pass_left, speed=0.0, percept=percept, time_s=t))
+        reasons.append((t, decision.reason))
+        t += 0.05
+    held = [r for tt, r in reasons if tt < cfg.creep_after_s - 1e-6]
+    assert ReasonCode.CREEP not in held and ReasonCode.PATH_BLOCKED in held
+    crept = [(tt, r) for tt, r in reasons if r == ReasonCode.CREEP]
+    assert crept and crept[0][0] == pytest.approx(cfg.creep_after_s, abs=0.06)
+    assert decision.reason == ReasonCode.CREEP and decision.intervened
+    assert segment_speeds(decision.trajectory, DT).max() <= cfg.creep_speed_mps + 1e-6
+    # The creep follows the planner's path (its lateral shape), not the rules' stop.
+    assert decision.trajectory[-1, 1] > 0.5
+
+
+def test_a_red_light_never_creeps(guard) -> None:
+    red = perception(light="red")
+    for k in range(int((guard.config.creep_after_s + 2.0) / 0.05)):
+        decision = guard.check(inputs(straight(8.0), speed=0.0, percept=red, time_s=k * 0.05))
+        assert decision.reason != ReasonCode.CREEP

@@ -259,7 +259,7 @@ def load_suite(path: str | Path) -> list[SuiteItem]:
     problems: list[Problem] = []
     if path.is_dir():
         for f in sorted(path.glob("*.yaml")):
-            if f.name.startswith("_") or f.name == "suite.yaml":
+            if f.name.startswith(("_", "suite")):  # bases and suite files
                 continue
             entries.append((f, 1, None))
     elif path.is_file():

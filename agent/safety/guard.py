@@ -117,7 +117,7 @@ class GuardConfig(BaseModel):
     light_range_m: float = Field(LIGHT_RANGE_M, gt=0.0)  # [m] the light head's label range
     stop_speed_mps: float = Field(0.5, ge=0.0)  # [m/s] a plan step this slow has stopped
     view: PerceptionViewConfig = PerceptionViewConfig()
-    creep_after_s: float = Field(6.0, gt=0.0)  # [s] standing held by the guard before creeping
+    creep_after_s: float = Field(6.0, gt=0.0)  # [s] held slow by the guard before creeping
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
     creep_duration_s: float = Field(4.0, gt=0.0)  # [s] one creep episode
     creep_min_plan_m: float = Field(1.0, ge=0.0)  # [m] the planner must want to move this far
@@ -273,8 +273,10 @@ class SafetyGuard:
             self._creep_until_s = -math.inf
             return None
         now = inputs.time_s
-        if now >= self._creep_until_s:  # not creeping: count the hold while standing
-            if inputs.speed_mps >= cfg.stop_speed_mps:
+        if now >= self._creep_until_s:  # not creeping: count the hold while held slow
+            # (the rules' fallback may inch towards its stop point, so "held" is "slower than
+            # the creep", not "standing")
+            if inputs.speed_mps >= cfg.creep_speed_mps + cfg.speed_tolerance_mps:
                 self._held_since_s = None
                 return None
             if self._held_since_s is None:

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= outputs
 
-.PHONY: setup demo test test-all lint bench train data eval-model clean
+.PHONY: setup demo test test-all lint bench train data eval-model finetune clean
 
 setup: $(STAMP)
 
@@ -60,6 +60,14 @@ eval-model: setup
 	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent_no_guard.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-agent-no-guard/results.json --workers 2 --quiet
 	$(BIN)/python benchmarks/bench_agent.py --json > $(OUT)/bench_agent.json
 	$(BIN)/vlmdrive model-card checkpoints/vlmdrive-tiny --agent-results $(OUT)/eval-agent/results.json --unguarded-results $(OUT)/eval-agent-no-guard/results.json --expert-results $(OUT)/eval-expert/results.json --speed $(OUT)/bench_agent.json
+
+# A short closed-loop PPO fine-tuning job from the shipped checkpoint (configs/finetune.yaml:
+# 2 envs, 64-step rollouts, the shield on; a few minutes on 2 cores). The result,
+# $(FINETUNE_OUT)/checkpoint, loads in the Leaderboard agent (`checkpoint: ...`).
+FINETUNE_STEPS ?= 2048
+FINETUNE_OUT   ?= runs/finetune-short
+finetune: setup
+	$(BIN)/vlmdrive finetune --config configs/finetune.yaml --init checkpoints/vlmdrive-tiny --suite scenarios/library/train --total-steps $(FINETUNE_STEPS) --envs 2 --out $(FINETUNE_OUT)
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ Unknown keys are errors that name the file, line and field (`load_finetune_confi
 - `policy`: the PPO policy around the planner (rl_finetune/policy.py);
 - `ppo`: rollout length, GAE and the PPO update (rl_finetune/ppo.py);
 - `reward`: the weight of every reward term, and which infractions end an episode;
+- `shield`: the safety shield's thresholds (rl_finetune/shield.py), on during training;
 - `eval`: the held-out evaluation during and after training.
 
 Steps are *policy* steps: the policy acts at `POLICY_HZ` (10 Hz), each action applied for
@@ -28,6 +29,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rl_finetune.shield import ShieldConfig
 from scenarios.loader import load_typed_yaml
 from sim.rewards import LEADERBOARD_PENALTY_FACTORS, REWARD_TERMS, RewardConfig
 
@@ -152,6 +154,7 @@ class FinetuneConfig(_Strict):
     policy: PolicyConfig = PolicyConfig()
     ppo: PPOConfig = PPOConfig()
     reward: RewardWeights = RewardWeights()
+    shield: ShieldConfig = ShieldConfig()
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")

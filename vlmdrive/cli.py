@@ -293,12 +293,13 @@ def scenario_export(
 
 
 def _register_subcommands() -> None:
-    from vlmdrive import cli_collect, cli_eval, cli_report, cli_train
+    from vlmdrive import cli_collect, cli_eval, cli_finetune, cli_report, cli_train
 
     cli_eval.register(app)
     cli_report.register(app)
     cli_collect.register(app)
     cli_train.register(app)
+    cli_finetune.register(app)
 
 
 _register_subcommands()

@@ -1,0 +1,180 @@
+"""The fine-tuning job end to end on a tiny DriveModel and a tiny training scenario:
+`vlmdrive finetune` with the vector env, resume, 2 local Ray workers, config errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from test_policy import make_model
+from test_rollout import TINY_SCENARIO
+from typer.testing import CliRunner
+
+from agent.model.checkpoint import load_drive_model, save_drive_model
+from rl_finetune.config import FinetuneConfig, load_finetune_config
+from rl_finetune.policy import load_policy
+from rl_finetune.trainer import FinetuneTrainer
+from vlmdrive.cli import app
+
+ROLLOUT_STEPS = 8
+ENVS = 2
+ITERATION_STEPS = ROLLOUT_STEPS * ENVS
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: the 2-core test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def init_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("finetune") / "init"
+    save_drive_model(make_model(), directory, {"note": "imitation"})
+    return directory
+
+
+def write_config(tmp_path: Path, init: Path, **over: Any) -> Path:
+    """A two-iteration job: 2 envs x 8 steps, 6-step episodes (ends and truncations in
+    every rollout), one update epoch of two minibatches, a checkpoint every iteration."""
+    (tmp_path / "tiny_rl.yaml").write_text(TINY_SCENARIO)
+    doc: dict[str, Any] = {
+        "init": str(init),
+        "suite": str(tmp_path / "tiny_rl.yaml"),
+        "out": str(tmp_path / "run"),
+        "total_steps": 2 * ITERATION_STEPS,
+        "envs": ENVS,
+        "threads": 1,
+        "max_episode_steps": 6,
+        "checkpoint_every": 1,
+        "ppo": {"rollout_steps": ROLLOUT_STEPS, "epochs": 1, "minibatch": 8},
+    }
+    doc.update(over)
+    path = tmp_path / "finetune.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def progress(run: Path) -> dict[str, Any]:
+    return json.loads((run / "state" / "progress.json").read_text())
+
+
+def adam_steps(run: Path) -> set[float]:
+    """Adam's step counter of every parameter in the saved state."""
+    state = progress(run)["optimizer"]["state"]
+    return {entry["step"] for entry in state.values()}
+
+
+def test_two_iterations_with_the_vector_env_write_a_loadable_checkpoint(
+    tmp_path: Path, init_checkpoint: Path
+) -> None:
+    config = write_config(tmp_path, init_checkpoint)
+    result = CliRunner().invoke(app, ["finetune", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "run"
+
+    model, meta = load_drive_model(run / "checkpoint")  # what the Leaderboard agent does
+    summary = meta["finetune"]
+    assert summary["iterations"] == 2 and summary["steps"] == 2 * ITERATION_STEPS
+    assert summary["episodes"] >= 2 * ENVS  # 6-step episodes in 8-step rollouts
+    assert summary["env_crashes"] == 0 and summary["dropped_workers"] == 0
+    init, _ = load_drive_model(init_checkpoint)
+    moved = [
+        not torch.equal(a, b)
+        for a, b in zip(model.planner.parameters(), init.planner.parameters(), strict=True)
+    ]
+    assert any(moved)  # PPO updated the planner
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.encoder.parameters(), init.encoder.parameters(), strict=True)
+    )
+    assert load_policy(run / "checkpoint").cfg == FinetuneConfig().policy
+
+    assert progress(run)["iteration"] == 2 and progress(run)["global_step"] == 32
+    assert adam_steps(run) == {4.0}  # 2 minibatches x 2 iterations
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in (
+        "losses/policy",
+        "losses/value",
+        "losses/entropy",
+        "losses/kl_ref",
+        "losses/approx_kl",
+        "losses/clip_fraction",
+        "charts/SPS",
+        "charts/episode_driving_score",
+        "charts/episode_return",
+        "charts/shield_interventions",
+        "charts/shield_intervention_rate",
+        "charts/env_crashes",
+    ):
+        assert tag in tags, tag
+    assert [e.step for e in events.Scalars("charts/SPS")] == [16, 32]
+
+
+def test_resume_continues_from_the_saved_step(tmp_path: Path, init_checkpoint: Path) -> None:
+    cfg = load_finetune_config(write_config(tmp_path, init_checkpoint))
+    first = FinetuneTrainer(cfg.model_copy(update={"total_steps": ITERATION_STEPS}), progress=False)
+    assert first.run()["iterations"] == 1
+    run = tmp_path / "run"
+    assert progress(run)["global_step"] == ITERATION_STEPS and adam_steps(run) == {2.0}
+    saved = load_policy(run / "state" / "policy")
+
+    summary = FinetuneTrainer(cfg, progress=False).run(resume=True)
+    assert summary["iterations"] == 2 and summary["steps"] == 2 * ITERATION_STEPS
+    assert progress(run)["iteration"] == 2
+    assert adam_steps(run) == {4.0}  # Adam continued, it did not restart
+    assert summary["episodes"] >= 2 * ENVS  # the first run's episodes are counted too
+    resumed = load_policy(run / "checkpoint")
+    assert not all(
+        torch.equal(a, b)
+        for a, b in zip(
+            saved.model.planner.parameters(), resumed.model.planner.parameters(), strict=True
+        )
+    )
+
+    # Resuming a finished job does nothing more.
+    again = FinetuneTrainer(cfg, progress=False).run(resume=True)
+    assert again["iterations"] == 2 and again["steps"] == 2 * ITERATION_STEPS
+
+
+def test_two_iterations_with_two_local_ray_workers(tmp_path: Path, init_checkpoint: Path) -> None:
+    ray = pytest.importorskip("ray")
+    cfg = load_finetune_config(write_config(tmp_path, init_checkpoint, envs=1, workers=2))
+    assert cfg.use_ray
+    summary = FinetuneTrainer(cfg, progress=False).run()
+    assert not ray.is_initialized()  # the local Ray was shut down
+    assert summary["iterations"] == 2 and summary["steps"] == 2 * ROLLOUT_STEPS * 2
+    assert summary["dropped_workers"] == 0 and summary["episodes"] >= 2
+    model, meta = load_drive_model(tmp_path / "run" / "checkpoint")
+    assert meta["finetune"]["steps"] == 32
+
+
+def test_a_bad_config_key_names_file_and_line(tmp_path: Path, init_checkpoint: Path) -> None:
+    config = write_config(tmp_path, init_checkpoint)
+    text = config.read_text().replace("rollout_steps:", "rollout_step:")
+    config.write_text(text)
+    line = next(i for i, s in enumerate(text.splitlines(), 1) if "rollout_step:" in s)
+    result = CliRunner().invoke(app, ["finetune", "--config", str(config)])
+    assert result.exit_code == 2
+    assert f"{config}:{line}:" in result.output and "rollout_step" in result.output
+    assert "Traceback" not in result.output
+
+    config.write_text(text.replace("rollout_step:", "rollout_steps:"))
+    result = CliRunner().invoke(app, ["finetune", "--config", str(config), "--envs", "0"])
+    assert result.exit_code == 2 and "--envs" in result.output
+    result = CliRunner().invoke(
+        app, ["finetune", "--config", str(config), "--suite", "scenarios/library/eval"]
+    )
+    assert result.exit_code == 2 and "kept apart" in result.output

@@ -289,9 +289,11 @@ class FinetuneTrainer:
         saved = st.read_progress(self.state_dir) if resume else None
         if resume and saved is None:
             log.warning("--resume: no saved state in %s; starting from scratch", self.state_dir)
-        if saved is None and self.state_dir.exists():
-            log.warning("removing the previous run's state in %s (no --resume)", self.state_dir)
-            shutil.rmtree(self.state_dir)
+        if saved is None:  # a fresh run: the previous run's state and charts would mix in
+            for stale in (self.state_dir, self.out / TB_DIR):
+                if stale.exists():
+                    log.warning("removing the previous run's %s (no --resume)", stale)
+                    shutil.rmtree(stale)
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "config.yaml").write_text(
             yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

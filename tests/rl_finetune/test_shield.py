@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from view_builders import LANE_M, straight_road_view
 
 from agent.rules import ObstacleView, RulePlanner, view_from_ground_truth
 from rl_finetune.config import RewardWeights
@@ -14,53 +15,13 @@ from sim.ground_truth import TrafficLightState
 from sim.lite.town import TownSpec
 from sim.spec import PropSpec, RouteSpec, WorldSpec
 
-LANE_M = 3.5
-LIMIT_MPS = 13.9
 DT_S = 0.5
 CONE = {"kind": "static", "size": (0.4, 0.4)}
 
 
-def view(
-    speed: float = 10.0,
-    obstacles: list[dict] | None = None,
-    lights: tuple = (),
-    left_same: int = 1,
-    right_same: int = 0,
-    left_opposite: bool = False,
-) -> ObstacleView:
-    s = np.arange(0.0, 120.0, 1.0)
-    m = len(s)
-    obstacles = obstacles or []
-    n = len(obstacles)
-
-    def col(key: str, default, shape=None):
-        arr = np.array([o.get(key, default) for o in obstacles], dtype=float)
-        return arr.reshape(shape) if shape else arr
-
-    return ObstacleView(
-        speed_mps=speed,
-        progress_m=50.0,
-        lateral_offset_m=0.0,
-        route_xy=np.stack([s, np.zeros(m)], axis=1),
-        route_s=s,
-        lane_width_m=np.full(m, LANE_M),
-        left_same=np.full(m, left_same),
-        right_same=np.full(m, right_same),
-        left_opposite=np.full(m, left_opposite),
-        speed_limit_mps=np.full(m, LIMIT_MPS),
-        obstacle_xy=col("xy", (0.0, 0.0), (n, 2)),
-        obstacle_yaw=col("yaw", 0.0),
-        obstacle_velocity=col("v", (0.0, 0.0), (n, 2)),
-        obstacle_size=np.array([o.get("size", (4.6, 1.9)) for o in obstacles], float).reshape(n, 2),
-        obstacle_kind=tuple(o.get("kind", "vehicle") for o in obstacles),
-        obstacle_id=np.arange(n, dtype=np.int64) + 10,
-        obstacle_scenario=np.zeros(n, bool),
-        lights=lights,
-        friction=0.9,
-        visibility_m=10_000.0,
-        ego_size=(4.89, 2.12),
-        route_remaining_m=400.0,
-    )
+def view(**kwargs) -> ObstacleView:
+    """A 120 m straight road (see view_builders.straight_road_view)."""
+    return straight_road_view(length_m=120.0, **kwargs)
 
 
 def straight(speed: float, lateral: float = 0.0, poses: int = 8) -> np.ndarray:

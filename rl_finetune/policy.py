@@ -272,6 +272,20 @@ class _Forward(NamedTuple):
     reasoning: torch.Tensor  # (B, E) distilled embedding (detached)
 
 
+class Encoded(NamedTuple):
+    """The frozen encoder's output for a batch (`PlannerPolicy.encode`): computed once per
+    PPO iteration and reused by every epoch and minibatch instead of re-running the
+    encoder on the images (it is most of a forward pass)."""
+
+    tokens: torch.Tensor  # (B, L, d)
+    pooled: torch.Tensor  # (B, d)
+    reasoning: torch.Tensor  # (B, E) distilled embedding
+
+    def index(self, idx: torch.Tensor | np.ndarray) -> Encoded:
+        rows = torch.as_tensor(idx, dtype=torch.long, device=self.tokens.device)
+        return Encoded(self.tokens[rows], self.pooled[rows], self.reasoning[rows])
+
+
 class PlannerPolicy(nn.Module):
     """See the module docstring. `model` is trained in place (the planner side; the
     encoder too with `train_encoder`); `reference` (default: a frozen copy of `model` as
@@ -391,13 +405,34 @@ class PlannerPolicy(nn.Module):
         context, state = model.context(tokens, x)
         return denoise(model.planner, context, state, noise)
 
-    def _forward(self, obs: PolicyObs, noise: torch.Tensor, encoder_grad: bool = True) -> _Forward:
+    def encode(self, obs: PolicyObs) -> Encoded:
+        """The frozen encoder's tokens, pooled features and distilled reasoning (no
+        gradients); only for `train_encoder: false`, where they never change."""
+        if self.cfg.train_encoder:
+            raise ValueError("encode() caches a frozen encoder; train_encoder is on")
         obs = obs.to(self.device)
-        grad = encoder_grad and self.cfg.train_encoder and torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad):
-            tokens, pooled = self._encode(self.model, obs)
         with torch.no_grad():
-            reasoning = self.model.distill(tokens)[0]
+            tokens, pooled = self._encode(self.model, obs)
+            return Encoded(tokens, pooled, self.model.distill(tokens)[0])
+
+    def _forward(
+        self,
+        obs: PolicyObs,
+        noise: torch.Tensor,
+        encoder_grad: bool = True,
+        encoded: Encoded | None = None,
+    ) -> _Forward:
+        obs = obs.to(self.device)
+        if encoded is not None:
+            if self.cfg.train_encoder:
+                raise ValueError("a cached encoding cannot be used with train_encoder on")
+            tokens, pooled, reasoning = encoded
+        else:
+            grad = encoder_grad and self.cfg.train_encoder and torch.is_grad_enabled()
+            with torch.set_grad_enabled(grad):
+                tokens, pooled = self._encode(self.model, obs)
+            with torch.no_grad():
+                reasoning = self.model.distill(tokens)[0]
         x = self._inputs(obs, reasoning)
         candidates, scores = self._candidates(self.model, tokens, x, noise)
         if not self.cfg.train_candidates:
@@ -494,14 +529,16 @@ class PlannerPolicy(nn.Module):
         trajectory: torch.Tensor,
         noise: torch.Tensor,
         with_kl: bool = True,
+        encoded: Encoded | None = None,
     ) -> PolicyEval:
         """Log-probability of the executed actions (mode (B,), trajectory (B, T, 2) =
         `PolicyStep.trajectory`) under the current weights, with gradients. The candidates
         are recomputed from the stored `noise`, the residual as trajectory - candidates[mode]
         (so PPO moves the candidates too, see the module docstring). `with_kl`: also the
         KL to the reference (one more planner pass; the encoder's tokens are shared while
-        it is frozen)."""
-        f = self._forward(obs, noise)
+        it is frozen). `encoded`: `encode(obs)` computed beforehand (frozen encoder only):
+        the same numbers without running the encoder again."""
+        f = self._forward(obs, noise, encoded=encoded)
         mode = mode.to(self.device).long()
         logp, _ = self._log_prob(f, mode, trajectory.to(self.device))
         kl = self._kl(obs, f, noise) if with_kl else torch.zeros_like(logp)

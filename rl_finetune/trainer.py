@@ -17,8 +17,9 @@ One iteration, top to bottom (`FinetuneTrainer.run`):
    Rows of dropped episodes (a crashed env, a dead vector-env worker; their last row is
    marked truncated, which bounds the recursion) are left out of the update (`valid`).
 3. Update: `ppo.epochs` passes over the valid rows in minibatches of about
-   `ppo.minibatch`; `PlannerPolicy.evaluate` recomputes the candidates from the stored
-   noise, `ppo.ppo_loss` (clipped surrogate, clipped value loss, entropy bonus, KL to the
+   `ppo.minibatch`; the frozen encoder runs once per iteration over the batch
+   (`PlannerPolicy.encode`), `PlannerPolicy.evaluate` recomputes the candidates from
+   those features and the stored noise, `ppo.ppo_loss` (clipped surrogate, clipped value loss, entropy bonus, KL to the
    imitation policy), gradients clipped to `ppo.max_grad_norm`, Adam with the policy
    weights at `ppo.lr` and the value head / log-std at `ppo.value_lr`. An epoch whose mean
    approx-KL exceeds `ppo.target_kl` ends the update.
@@ -87,6 +88,7 @@ from agent.training import state as st
 from rl_finetune.config import FinetuneConfig
 from rl_finetune.envs import check_not_eval, make_finetune_env
 from rl_finetune.policy import (
+    Encoded,
     PlannerPolicy,
     PolicyObs,
     draw_noise,
@@ -486,6 +488,7 @@ class FinetuneTrainer:
         ret = torch.from_numpy(returns[valid].astype(np.float32))
         params = [p for group in opt.param_groups for p in group["params"]]
         chunks = max(1, round(n / ppo.minibatch))
+        encoded = self._encode_batch(policy, obs, ppo.minibatch)
         sums: dict[str, list[float]] = {}
         for _epoch in range(ppo.epochs):
             perm = torch.randperm(n, generator=generator).numpy()
@@ -496,6 +499,7 @@ class FinetuneTrainer:
                     out["mode"][idx],
                     out["trajectory"][idx],
                     out["noise"][idx],
+                    encoded=None if encoded is None else encoded.index(idx),
                 )
                 idx_t = torch.from_numpy(idx)
                 losses = ppo_loss(
@@ -527,6 +531,21 @@ class FinetuneTrainer:
         metrics["charts/residual_std_m"] = float(policy.std().mean().detach())
         metrics["charts/valid_fraction"] = n / valid.size
         return metrics
+
+    @staticmethod
+    def _encode_batch(
+        policy: PlannerPolicy, obs: dict[str, np.ndarray], chunk: int
+    ) -> Encoded | None:
+        """The frozen encoder's output for every row, once per iteration (in chunks of
+        `chunk` rows, the minibatch size); None when the encoder is trained."""
+        if policy.cfg.train_encoder:
+            return None
+        n = len(next(iter(obs.values())))
+        parts = [
+            policy.encode(policy_obs({k: v[i : i + chunk] for k, v in obs.items()}))
+            for i in range(0, n, max(1, chunk))
+        ]
+        return Encoded(*(torch.cat(t) for t in zip(*parts, strict=True)))
 
     # ---------------------------------------------------------------- logging
     def _log(

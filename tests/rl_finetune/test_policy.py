@@ -157,6 +157,36 @@ def test_evaluate_reproduces_the_logp_of_the_sampled_action() -> None:
     torch.testing.assert_close(ev.entropy, entropy, rtol=0, atol=1e-4)
 
 
+def test_a_cached_encoding_gives_the_same_evaluation_and_gradients() -> None:
+    policy = PlannerPolicy(make_model())
+    obs = make_obs(b=4, seed=3)
+    step = policy.act(obs, torch.Generator().manual_seed(4))
+    fresh = policy.evaluate(obs, step.mode, step.trajectory, step.noise)
+    cached = policy.evaluate(
+        obs, step.mode, step.trajectory, step.noise, encoded=policy.encode(obs)
+    )
+    for name in ("logp", "value", "mode_logits", "kl_ref", "entropy"):
+        torch.testing.assert_close(getattr(cached, name), getattr(fresh, name))
+    grads = []
+    for ev in (fresh, cached):
+        policy.zero_grad()
+        ev.logp.sum().backward(retain_graph=True)
+        grads.append(
+            [p.grad.clone() for p in policy.model.planner.parameters() if p.grad is not None]
+        )
+    assert grads[0] and len(grads[0]) == len(grads[1])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+    # Rows of a cached batch are the rows' own encodings.
+    rows = torch.tensor([2, 0])
+    part = policy.encode(obs).index(rows)
+    torch.testing.assert_close(
+        part.tokens, policy.encode(obs.index(rows)).tokens, atol=1e-5, rtol=0
+    )
+    with pytest.raises(ValueError, match="train_encoder"):
+        PlannerPolicy(make_model(), PolicyConfig(train_encoder=True)).encode(obs)
+
+
 def test_deterministic_act_takes_the_argmax_mode_without_residual() -> None:
     policy = PlannerPolicy(make_model(), PolicyConfig(temperature=2.0))
     step = policy.act(make_obs(), torch.Generator().manual_seed(0), deterministic=True)

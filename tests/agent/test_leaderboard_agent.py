@@ -19,6 +19,7 @@ from test_training import config, write_dataset
 from agent.leaderboard_agent import VLMDriveAgent, get_entry_point
 from agent.reasoner.runtime import ReasonerRuntime
 from agent.reasoner.types import Reasoning
+from agent.safety.decision import ReasonCode
 from agent.training.config import TrainConfig
 from agent.training.trainer import Trainer
 from scenarios.compile import compile_scenario
@@ -265,12 +266,13 @@ def test_sensor_noise_does_not_crash_or_flood_interventions(route: Route) -> Non
 
 
 def test_a_closed_lane_with_no_way_round_stops_short(route: Route) -> None:
-    """The perception head sees a wall of static objects across the whole road 20 m ahead
-    while the planner wants to drive through: the guard stops before it."""
+    """The perception head sees a wall of static objects across the whole road 5-7 m ahead
+    (within the guard's hand-over distance from standstill) while the planner wants to
+    drive through: the guard stops before it."""
     route.tick()
     infer = route.agent.driver.infer
     grid = route.agent.driver.model.cfg.perception
-    row = int((20.0 - grid.bev_x_m[0]) / grid.bev_cell_m)
+    row = int((6.0 - grid.bev_x_m[0]) / grid.bev_cell_m)
 
     def wall(*args, **kwargs):
         step = infer(*args, **kwargs)
@@ -283,7 +285,8 @@ def test_a_closed_lane_with_no_way_round_stops_short(route: Route) -> None:
     route.tick()
     decision = route.agent.last_decision
     assert decision.intervened and decision.fallback in ("rules", "emergency_stop")
-    assert np.abs(decision.trajectory[:, 0]).max() < 20.0  # never reaches the wall
+    assert ReasonCode.PATH_BLOCKED in decision.reasons
+    assert np.abs(decision.trajectory[:, 0]).max() < 5.0  # never reaches the wall
 
 
 def test_guard_off_lets_the_planner_drive(checkpoint: Path, tmp_path: Path) -> None:

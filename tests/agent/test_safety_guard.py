@@ -167,9 +167,11 @@ def test_nonfinite_confidence_or_perception_is_an_emergency_stop(guard) -> None:
 
 # ---------------------------------------------------------------------- obstacles
 def test_static_cell_on_the_path_falls_back_to_a_rules_stop_before_it(guard) -> None:
-    # A static cell left of the centre line 20-24 m ahead: a 2 m box at x 21..23 m.
+    # A static cell left of the centre line 20-24 m ahead: a 2 m box at x 21..23 m, 18.6 m
+    # ahead of the bumper; at 8 m/s the hand-over distance is 0.6 x 8 + 8^2 / 6 + 3 + 2 =
+    # 20.5 m.
     percept = perception([("static", 22.0, 1.0)])
-    decision = guard.check(inputs(straight(6.0), speed=6.0, percept=percept))
+    decision = guard.check(inputs(straight(8.0), speed=8.0, percept=percept))
     assert decision.reason == ReasonCode.PATH_BLOCKED
     assert decision.fallback == "rules"
     traj = decision.trajectory
@@ -180,13 +182,48 @@ def test_static_cell_on_the_path_falls_back_to_a_rules_stop_before_it(guard) -> 
     assert not swept_contacts(traj, DT, guard.last_view, 0.0)
 
 
+def test_static_obstacle_beyond_the_hand_over_distance_is_left_to_the_planner(guard) -> None:
+    # The box of the test above, at 6 m/s: hand over at 0.6 x 6 + 6^2 / 6 + 5 = 14.6 m, the
+    # box is 18.6 m ahead: the planner may still brake for it or steer around it.
+    percept = perception([("static", 22.0, 1.0)])
+    decision = guard.check(inputs(straight(6.0), speed=6.0, percept=percept))
+    assert decision.reason == ReasonCode.ACCEPTED
+    assert guard.handover_distance("static", 6.0, guard.last_view) == pytest.approx(14.6)
+    # Closing in at the same speed, it takes over once within the distance.
+    percept = perception([("static", 18.0, 1.0)])  # box at 17..19 m: 14.6 m ahead
+    assert guard.check(inputs(straight(6.0), speed=6.0, percept=percept)).reason == (
+        ReasonCode.PATH_BLOCKED
+    )
+
+
+def test_a_geometric_fallback_stops_on_the_planners_path_not_the_route_chord(guard) -> None:
+    # The planner drifts 2.8 m left over 32 m (into the next lane); a static box (x 17..19,
+    # y 1..3) stands on that path. The rules stop before it on the same path: the guard
+    # decides when to stop, the planner keeps deciding where to drive.
+    plan = straight(8.0)
+    plan[:, 1] = np.linspace(0.4, 3.2, T)
+    percept = perception([("static", 18.0, 2.0)])
+    decision = guard.check(inputs(plan, speed=8.0, percept=percept))
+    assert decision.reason == ReasonCode.PATH_BLOCKED and decision.fallback == "rules"
+    moved = decision.trajectory[arc_lengths(decision.trajectory)[1:] > 2.0]
+    assert len(moved) and distance_to_path(moved, plan).max() < 0.3
+    assert not swept_contacts(decision.trajectory, DT, guard.last_view, 0.0)
+    # The same plan with low confidence is not trusted on where to go either: the rules
+    # drive the navigation's route (the x axis).
+    low = SafetyGuard(GuardConfig(raise_errors=True)).check(
+        inputs(plan, speed=8.0, percept=percept, confidence=0.01)
+    )
+    assert ReasonCode.LOW_CONFIDENCE in low.reasons and low.fallback == "rules"
+    assert np.abs(low.trajectory[:, 1]).max() < 0.3
+
+
 def test_wall_of_static_cells_across_the_road_stops_before_it(guard) -> None:
-    wall = [("static", 30.0, GRID.bev_y_m[0] + 2.0 + 4.0 * c) for c in range(COLS)]
+    wall = [("static", 22.0, GRID.bev_y_m[0] + 2.0 + 4.0 * c) for c in range(COLS)]
     decision = guard.check(inputs(straight(8.0), speed=8.0, percept=perception(wall)))
     assert decision.reason == ReasonCode.PATH_BLOCKED
     assert decision.fallback == "rules"
-    # Box near edge at 29 m; the rules keep their gap (no lane to pass in).
-    assert decision.trajectory[:, 0].max() + HALF_LENGTH <= 29.0 - RULES.static_gap_m + 0.1
+    # Box near edge at 21 m; the rules keep their gap (no lane to pass in).
+    assert decision.trajectory[:, 0].max() + HALF_LENGTH <= 21.0 - RULES.static_gap_m + 0.1
     speeds = segment_speeds(decision.trajectory, DT)
     assert speeds[-1] < speeds[0]  # braking
 
@@ -230,8 +267,9 @@ def test_adjacent_lane_cells_do_not_block_a_straight_plan(guard) -> None:
 
 
 def test_pedestrian_on_the_path_blocks(guard) -> None:
+    # Hand over for pedestrians: 0.6 x 8 + 8^2 / 6 + 5 (their gap) + 2 = 22.5 m; 18.6 m here.
     decision = guard.check(
-        inputs(straight(6.0), speed=6.0, percept=perception([("pedestrian", 22.0, -1.0)]))
+        inputs(straight(8.0), speed=8.0, percept=perception([("pedestrian", 22.0, -1.0)]))
     )
     assert decision.reason == ReasonCode.PATH_BLOCKED
     assert decision.trajectory[:, 0].max() + HALF_LENGTH <= 21.0 - RULES.pedestrian_gap_m + 0.1
@@ -613,7 +651,7 @@ def test_a_long_geometric_hold_creeps_on_the_planners_path(guard) -> None:
     """Standing behind a perceived obstacle the planner wants to pass: held for
     creep_after_s, then the planner's trajectory at creep speed for creep_duration_s."""
     cfg = guard.config
-    percept = perception([("static", 10.0, 2.0)])
+    percept = perception([("static", 6.0, 2.0)])  # box 5..7 m: within the 5 m hand-over
     pass_left = np.stack([np.arange(1, T + 1) * 2.0, np.linspace(0.5, 3.5, T)], axis=1)
     t, reasons = 0.0, []
     while t < cfg.creep_after_s + 1.0:

@@ -100,6 +100,28 @@ def write_model_card(checkpoint: str | Path) -> Path:
             lines.append("|---|---|---|---|")
             for name, v in flags.items():
                 lines.append(f"| {name} | {v['precision']} | {v['recall']} | {v['support']} |")
+        perception = open_loop.get("perception")
+        if perception:
+            lines += [
+                "",
+                "Perception heads (what the safety guard plans from; BEV cells at probability "
+                f">= {perception['threshold']}, the corridor = the two cell columns beside the "
+                "ego, 0-28 m ahead):",
+                "",
+                "| class | grid P / R / IoU | corridor P / R / IoU | cells |",
+                "|---|---|---|---|",
+            ]
+            for name, v in perception["bev"].items():
+                g, c = v["grid"], v["corridor"]
+                lines.append(
+                    f"| {name} | {g['precision']} / {g['recall']} / {g['iou']} | "
+                    f"{c['precision']} / {c['recall']} / {c['iou']} | {g['support']} |"
+                )
+            lines += [
+                "",
+                f"Traffic-light head: accuracy {perception['light_accuracy']}, red recall "
+                f"{perception['red_light_recall']}.",
+            ]
     else:
         lines.append("Not measured yet (`vlmdrive eval-open --out <checkpoint>/open_loop.json`).")
     lines += ["", "## Closed-loop evaluation (embedded simulator, eval suite, `vlmdrive eval`)", ""]

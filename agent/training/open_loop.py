@@ -8,6 +8,11 @@ the model's distillation head, VLM off):
   (moved at constant velocity, ego radius EGO_RADIUS_M) where the expert's does not;
 - per-flag precision / recall / support, macro recall over flags with support;
 - intent accuracy;
+- perception (the auxiliary heads the safety guard plans from, source-independent): BEV
+  occupancy precision / recall / IoU per class against `losses.bev_targets` of the
+  ground-truth obstacles, overall and in the ego's corridor (the two cell columns beside
+  the ego, 0-28 m ahead: what the guard's path checks read), and the light head's accuracy
+  and red recall;
 - reasoning text similarity (VLM only): ROUGE-L F1 over words and exact-match rate of the
   generated text against the auto-labelled text, on up to `text_frames` frames.
 """
@@ -20,10 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.data.schema import FLAGS, INTENTS
+from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
 from agent.model.checkpoint import VLM_DIR, load_drive_model
+from agent.model.config import PerceptionConfig
 from agent.model.drive_model import DriveInputs
-from agent.model.losses import box_penetration
+from agent.model.losses import bev_targets, box_penetration
 from agent.training.trainer import load_arrays
 
 HORIZONS_S = (1.0, 2.0, 3.0)
@@ -68,6 +74,53 @@ def flag_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     return {"per_flag": per, "macro_recall": round(float(np.mean(recalls)), 4) if recalls else None}
 
 
+CORRIDOR_AHEAD_M = (0.0, 28.0)  # [m] rows of the corridor metric (the guard's reach)
+
+
+def _prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    tp = int((pred & truth).sum())
+    npred, ntrue = int(pred.sum()), int(truth.sum())
+    union = int((pred | truth).sum())
+    return {
+        "precision": round(tp / npred, 4) if npred else None,
+        "recall": round(tp / ntrue, 4) if ntrue else None,
+        "iou": round(tp / union, 4) if union else None,
+        "support": ntrue,
+    }
+
+
+def perception_metrics(
+    bev_pred: np.ndarray,
+    bev_truth: np.ndarray,
+    light_pred: np.ndarray,
+    light_truth: np.ndarray,
+    grid: PerceptionConfig,
+) -> dict[str, Any]:
+    """bev_pred / bev_truth bool (N, classes, rows, cols); light_pred / light_truth (N,)
+    indices into LIGHT_STATES -> per-class BEV precision / recall / IoU (whole grid and the
+    ego corridor) and light accuracy / red recall."""
+    rows, cols = grid.bev_shape
+    x = grid.bev_x_m[0] + grid.bev_cell_m * (np.arange(rows) + 0.5)
+    ahead = (x >= CORRIDOR_AHEAD_M[0]) & (x <= CORRIDOR_AHEAD_M[1])
+    centre = slice(cols // 2 - 1, cols // 2 + 1)
+    bev: dict[str, Any] = {}
+    for c, name in enumerate(grid.bev_classes):
+        bev[name] = {
+            "grid": _prf(bev_pred[:, c], bev_truth[:, c]),
+            "corridor": _prf(bev_pred[:, c][:, ahead, centre], bev_truth[:, c][:, ahead, centre]),
+        }
+    red = LIGHT_STATES.index("red")
+    reds = light_truth == red
+    return {
+        "threshold": FLAG_THRESHOLD,
+        "bev": bev,
+        "light_accuracy": round(float((light_pred == light_truth).mean()), 4),
+        "red_light_recall": round(float((light_pred[reds] == red).mean()), 4)
+        if reds.any()
+        else None,
+    }
+
+
 @torch.no_grad()
 def evaluate_open_loop(
     checkpoint: str | Path,
@@ -89,6 +142,9 @@ def evaluate_open_loop(
     generator = torch.Generator().manual_seed(seed)
     results: dict[str, Any] = {"frames": n, "checkpoint": str(checkpoint), "data": str(data)}
     gt = d["trajectory"]
+    grid = model.cfg.perception
+    bev_pred = np.zeros((n, len(grid.bev_classes), *grid.bev_shape), dtype=bool)
+    light_pred = np.zeros(n, dtype=np.int64)
     for source in sources:
         chosen = np.zeros_like(gt)
         flags = np.zeros((n, len(FLAGS)), dtype=bool)
@@ -98,6 +154,8 @@ def evaluate_open_loop(
             frames = torch.from_numpy(d["image"][arrays.history[rows]])
             tokens, pooled = model.encoder(frames)
             heads = model.heads(tokens, pooled)
+            bev_pred[rows] = (torch.sigmoid(heads["bev"]) >= FLAG_THRESHOLD).numpy()
+            light_pred[rows] = heads["light"].argmax(-1).numpy()
             emb, flag_logits, intent_logits = heads["emb"], heads["flags"], heads["intent"]
             if source == "vlm":
                 assert reasoner is not None
@@ -133,6 +191,20 @@ def evaluate_open_loop(
             "flags": flag_metrics(flags, d["flags"]),
             "intent_accuracy": round(float((intent == d["intent"]).mean()), 4),
         }
+    bev_truth = np.zeros_like(bev_pred)
+    for i in range(0, n, 512):
+        rows = slice(i, min(n, i + 512))
+        bev_truth[rows] = (
+            bev_targets(
+                grid,
+                torch.from_numpy(d["obstacles"][rows]),
+                torch.from_numpy(d["obstacle_mask"][rows]),
+            ).numpy()
+            > 0.5
+        )
+    results["perception"] = perception_metrics(
+        bev_pred, bev_truth, light_pred, d["light_state"], grid
+    )
     if reasoner is not None and text_frames > 0:
         rng = np.random.default_rng(seed)
         rows = np.sort(rng.choice(n, size=min(n, text_frames), replace=False))

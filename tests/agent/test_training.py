@@ -16,7 +16,7 @@ from agent.data.schema import FIELDS, FLAGS, INTENTS, MAX_OBSTACLES
 from agent.model.checkpoint import load_drive_model
 from agent.training import trainer as trainer_module
 from agent.training.config import TrainConfig, load_train_config
-from agent.training.open_loop import evaluate_open_loop, rouge_l
+from agent.training.open_loop import evaluate_open_loop, perception_metrics, rouge_l
 from agent.training.trainer import Trainer
 from scenarios.loader import ScenarioError
 
@@ -125,6 +125,9 @@ def test_all_stages_then_checkpoint_open_loop_and_card(tmp_path: Path) -> None:
         assert {"L2@1s", "L2@2s", "L2@3s", "collision_rate", "intent_accuracy"} <= set(m)
         assert m["flags"]["per_flag"]["night"]["support"] == 12
     assert 0.0 <= metrics["vlm"]["text"]["rouge_l_f1"] <= 1.0
+    perception = metrics["perception"]
+    assert set(perception["bev"]) == set(model.cfg.perception.bev_classes)
+    assert 0.0 <= perception["light_accuracy"] <= 1.0
     from agent.training.card import write_model_card
 
     (out / "open_loop.json").write_text(json.dumps(metrics))
@@ -183,3 +186,30 @@ def test_rouge_l() -> None:
     assert rouge_l("keep the lane", "keep the lane") == 1.0
     assert rouge_l("stop now", "keep the lane") == 0.0
     assert 0 < rouge_l("keep lane at 30", "keep the lane at 50") < 1
+
+
+def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:
+    from agent.model.config import PerceptionConfig
+
+    grid = PerceptionConfig()  # 16 rows from x = -8 m, 8 columns from y = -16 m, 4 m cells
+    rows, cols = grid.bev_shape
+    truth = np.zeros((2, len(grid.bev_classes), rows, cols), dtype=bool)
+    pred = np.zeros_like(truth)
+    v = grid.bev_classes.index("vehicle")
+    truth[0, v, 4, 3] = truth[0, v, 5, 4] = True  # two cells in the corridor (x 10 / 14 m)
+    truth[1, v, 4, 0] = True  # one far to the right
+    pred[0, v, 4, 3] = True  # hit in the corridor
+    pred[1, v, 4, 1] = True  # miss beside it
+    pred[1, v, 15, 4] = True  # corridor column but 50 m ahead: outside the corridor rows
+    m = perception_metrics(pred, truth, np.array([1, 0]), np.array([1, 1]), grid)
+    veh = m["bev"]["vehicle"]
+    assert veh["grid"] == {
+        "precision": round(1 / 3, 4),
+        "recall": round(1 / 3, 4),
+        "iou": 0.2,
+        "support": 3,
+    }
+    assert veh["corridor"] == {"precision": 1.0, "recall": 0.5, "iou": 0.5, "support": 2}
+    assert m["bev"]["pedestrian"]["grid"]["support"] == 0
+    assert m["bev"]["pedestrian"]["grid"]["recall"] is None
+    assert m["light_accuracy"] == 0.5 and m["red_light_recall"] == 0.5

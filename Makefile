@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= outputs
 
-.PHONY: setup demo test test-all lint bench train data eval-model finetune clean
+.PHONY: setup demo test test-all lint bench train data eval-model finetune eval-finetune clean
 
 setup: $(STAMP)
 
@@ -68,6 +68,13 @@ FINETUNE_STEPS ?= 2048
 FINETUNE_OUT   ?= runs/finetune-short
 finetune: setup
 	$(BIN)/vlmdrive finetune --config configs/finetune.yaml --init checkpoints/vlmdrive-tiny --suite scenarios/library/train --total-steps $(FINETUNE_STEPS) --envs 2 --out $(FINETUNE_OUT)
+
+# The fine-tuned checkpoint against the imitation one it started from, on the held-out
+# eval suite, same seed, the safety guard on for both (configs/agent_finetuned.yaml reads
+# $(FINETUNE_OUT)/checkpoint = runs/finetune-short/checkpoint; run `make finetune` first).
+eval-finetune: setup
+	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-imitation/results.json --workers 2 --quiet
+	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent_finetuned.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-finetuned/results.json --workers 2 --quiet
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -193,12 +193,12 @@ def evaluate_open_loop(
         }
     bev_truth = np.zeros_like(bev_pred)
     for i in range(0, n, 512):
-        rows = slice(i, min(n, i + 512))
-        bev_truth[rows] = (
+        block = slice(i, min(n, i + 512))
+        bev_truth[block] = (
             bev_targets(
                 grid,
-                torch.from_numpy(d["obstacles"][rows]),
-                torch.from_numpy(d["obstacle_mask"][rows]),
+                torch.from_numpy(d["obstacles"][block]),
+                torch.from_numpy(d["obstacle_mask"][block]),
             ).numpy()
             > 0.5
         )

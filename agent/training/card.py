@@ -111,11 +111,15 @@ def write_model_card(checkpoint: str | Path) -> Path:
                 "| class | grid P / R / IoU | corridor P / R / IoU | cells |",
                 "|---|---|---|---|",
             ]
+
+            def prf(m: dict[str, Any]) -> str:  # no prediction / no support: "-"
+                return " / ".join(
+                    "-" if m[k] is None else str(m[k]) for k in ("precision", "recall", "iou")
+                )
+
             for name, v in perception["bev"].items():
-                g, c = v["grid"], v["corridor"]
                 lines.append(
-                    f"| {name} | {g['precision']} / {g['recall']} / {g['iou']} | "
-                    f"{c['precision']} / {c['recall']} / {c['iou']} | {g['support']} |"
+                    f"| {name} | {prf(v['grid'])} | {prf(v['corridor'])} | {v['grid']['support']} |"
                 )
             lines += [
                 "",

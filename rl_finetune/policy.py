@@ -69,10 +69,8 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -86,6 +84,7 @@ from torch import nn
 from agent.model.checkpoint import (
     VLM_DIR,
     CheckpointError,
+    atomic_write,
     load_drive_model,
     save_drive_model,
 )
@@ -645,12 +644,12 @@ def save_policy(
     state = {"log_std": policy.log_std.detach().contiguous().clone()}
     for name, tensor in policy.value_head.state_dict().items():
         state[f"value_head.{name}"] = tensor.detach().contiguous().clone()
-    _atomic(directory / POLICY_WEIGHTS, lambda tmp: save_file(state, tmp))
+    atomic_write(directory / POLICY_WEIGHTS, lambda tmp: save_file(state, tmp))
     doc = {
         "policy": policy.cfg.model_dump(mode="json"),
         "init": None if policy.init_dir is None else str(policy.init_dir),
     }
-    _atomic(
+    atomic_write(
         directory / POLICY_CONFIG,
         lambda tmp: Path(tmp).write_text(yaml.safe_dump(doc, sort_keys=False)),
     )
@@ -694,14 +693,3 @@ def load_policy(directory: str | Path, init: str | Path | None = None) -> Planne
         {k.split(".", 1)[1]: v for k, v in state.items() if k != "log_std"}
     )
     return policy
-
-
-def _atomic(path: Path, write: Callable[[str], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

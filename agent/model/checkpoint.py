@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,9 @@ def save_drive_model(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    _atomic(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(state, tmp))
     doc = {"model": model.cfg.model_dump(mode="json"), "meta": meta or {}}
-    _atomic(
+    atomic_write(
         directory / CONFIG, lambda tmp: Path(tmp).write_text(yaml.safe_dump(doc, sort_keys=False))
     )
 
@@ -77,7 +78,9 @@ def load_drive_model(directory: str | Path) -> tuple[DriveModel, dict[str, Any]]
     return model.eval(), meta
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Write `path` through `write(tmp)` on a temporary file beside it, then rename: a
+    crash or Ctrl-C never leaves a half-written file (the old one stays)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

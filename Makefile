@@ -39,15 +39,21 @@ bench: setup
 	$(BIN)/python benchmarks/bench_tracking.py
 	$(BIN)/python benchmarks/bench_agent.py
 
-# The shipped model from scratch: expert data (train suite, with recovery perturbations;
-# the eval suite held out for open-loop metrics), then the training stages of the config.
-TRAIN_EPISODES ?= 160
-EVAL_EPISODES  ?= 30
+# The shipped model from scratch, in two rounds:
+# 1. expert data (train suite, with recovery perturbations; the eval suite held out for
+#    open-loop metrics) -> round-1 model (configs/tiny_round1.yaml, runs/round1/checkpoint);
+# 2. a DAgger round: the round-1 model drives 60 % of every episode (4 s segments), the
+#    expert labels every frame (data/dagger) -> the shipped model on both (configs/tiny.yaml).
+TRAIN_EPISODES  ?= 160
+EVAL_EPISODES   ?= 30
+DAGGER_EPISODES ?= 120
 data: setup
 	test -d data/train || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(TRAIN_EPISODES) --out data/train --seed 0 --workers 2 --perturb 0.2 --quiet
 	test -d data/eval || $(BIN)/vlmdrive collect --suite scenarios/library/eval --episodes $(EVAL_EPISODES) --out data/eval --seed 1 --workers 2 --quiet
 
 train: data
+	test -f runs/round1/checkpoint/model.safetensors || $(BIN)/vlmdrive train --config configs/tiny_round1.yaml
+	test -d data/dagger || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(DAGGER_EPISODES) --out data/dagger --seed 2 --workers 2 --dagger configs/agent_dagger.yaml --dagger-beta 0.6 --quiet
 	$(BIN)/vlmdrive train --config configs/tiny.yaml
 
 # Closed loop on the held-out eval suite (EVAL_SUITE; the default is its first variation of

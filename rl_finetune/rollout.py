@@ -43,6 +43,8 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 
+from rl_finetune.shield import REASONS as SHIELD_REASONS
+
 log = logging.getLogger(__name__)
 
 PolicyFn = Callable[[dict[str, np.ndarray]], Mapping[str, Any]]
@@ -90,6 +92,7 @@ class RolloutBatch:
     terminated, truncated: (T, E) bool, as Gymnasium; a dropped (crashed) episode's last
         step is truncated.
     shield_intervened: (T, E) bool.
+    shield_reason: (T, E) int8 or None: 0 no intervention, k the shield.REASONS[k - 1] code.
     valid: (T, E) bool, False for the steps of dropped (crashed) episodes: leave them out
         of the loss.
     last_observations: {key: (E, ...)} the observation after step T - 1 (bootstrap value);
@@ -118,6 +121,7 @@ class RolloutBatch:
     episodes: tuple[EpisodeStats, ...] = ()
     crashes: int = 0
     vector_restarts: int = 0
+    shield_reason: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.rewards.ndim != 2:
@@ -183,6 +187,14 @@ class RolloutBatch:
         """Shield interventions over the batch's valid steps."""
         return int(np.count_nonzero(self.shield_intervened & self.valid))
 
+    @property
+    def interventions_by_reason(self) -> dict[str, int]:
+        """{shield.REASONS code: interventions over the valid steps} (every code, zeros too)."""
+        if self.shield_reason is None:
+            return {}
+        codes = self.shield_reason[self.shield_intervened & self.valid]
+        return {r: int(np.count_nonzero(codes == k + 1)) for k, r in enumerate(SHIELD_REASONS)}
+
     @staticmethod
     def concat(batches: Sequence[RolloutBatch]) -> RolloutBatch:
         """Batches of the same T side by side along the env axis (e.g. from Ray workers)."""
@@ -218,6 +230,11 @@ class RolloutBatch:
             terminated=np.concatenate([b.terminated for b in batches], 1),
             truncated=np.concatenate([b.truncated for b in batches], 1),
             shield_intervened=np.concatenate([b.shield_intervened for b in batches], 1),
+            shield_reason=(
+                np.concatenate([b.shield_reason for b in batches], 1)
+                if all(b.shield_reason is not None for b in batches)
+                else None
+            ),
             valid=np.concatenate([b.valid for b in batches], 1),
             last_observations=cat("last_observations", 0),
             last_first=np.concatenate([b.last_first for b in batches]),
@@ -424,6 +441,7 @@ class RolloutCollector:
         terminated = np.zeros((T, E), bool)
         truncated = np.zeros((T, E), bool)
         shield = np.zeros((T, E), bool)
+        reason = np.zeros((T, E), np.int8)  # 0 or 1 + shield.REASONS index
         valid = np.ones((T, E), bool)
         finals: list[tuple[int, int, dict[str, np.ndarray]]] = []
         episodes: list[EpisodeStats] = []
@@ -466,6 +484,12 @@ class RolloutCollector:
             truncated[t] = trunc
             if "shield_intervened" in infos:
                 shield[t] = infos["shield_intervened"] & _mask(infos, "shield_intervened", E)
+            if "shield_reason" in infos:
+                has = _mask(infos, "shield_reason", E)
+                reason[t] = [
+                    SHIELD_REASONS.index(r) + 1 if h and r in SHIELD_REASONS else 0
+                    for r, h in zip(infos["shield_reason"], has, strict=True)
+                ]
             executed[t] = actions
             if "executed_trajectory" in infos:
                 set_ = _mask(infos, "executed_trajectory", E)
@@ -516,6 +540,7 @@ class RolloutCollector:
             terminated=terminated,
             truncated=truncated,
             shield_intervened=shield,
+            shield_reason=reason,
             valid=valid,
             last_observations={k: np.array(v) for k, v in (self._obs or {}).items()},
             last_first=self._first.copy(),

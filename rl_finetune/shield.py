@@ -30,7 +30,11 @@ the others, no violation at all. Where the rules cannot avoid a hazard either (a
 pedestrian stepping out in front of the bumper, a red light in the dilemma zone, an ego
 already outside the lanes), overriding would not make the ego safer, so the policy keeps
 the wheel and the reward's infraction terms do the teaching. Reasons, most severe first:
-nonfinite, collision, red_light, outside_lanes.
+nonfinite, collision, red_light, outside_lanes. `override` lists the reasons the shield
+acts on; a violation of any other check is reported but the policy keeps the wheel (e.g.
+leave `outside_lanes` out so the policy learns lane keeping from the outside-lanes
+penalty and the route-deviation termination, instead of leaning on a shield that the
+evaluation does not have).
 
 The rules plan every policy step by default (`plan_every_step`), so their state (how long
 a vehicle has stood, a committed pass) stays as the expert's would; `False` plans only
@@ -47,7 +51,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agent.rules import ObstacleView, Plan, RulePlanner, RulesConfig, view_from_ground_truth
 from agent.rules.planner import DT_S as RULES_DT_S
@@ -76,7 +80,16 @@ class ShieldConfig(BaseModel):
     time_step_s: float = Field(0.1, gt=0.0)  # [s] sampling of the moving-obstacle check
     lane_margin_m: float = Field(0.3, ge=0.0)  # [m] the centre may pass a lane edge by this
     plan_every_step: bool = True  # see the module docstring
+    override: tuple[str, ...] = REASONS  # the checks the shield overrides on (docstring)
     rules: dict[str, float] = Field(default_factory=dict)  # RulesConfig overrides
+
+    @field_validator("override")
+    @classmethod
+    def _known_reasons(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [r for r in value if r not in REASONS]
+        if unknown:
+            raise ValueError(f"unknown reason(s) {unknown}; valid: {list(REASONS)}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -154,8 +167,11 @@ class Shield:
         worse = [
             v
             for v in violations
-            if v.reason not in rules_first
-            or (v.reason == "collision" and v.time_s < rules_first[v.reason])
+            if v.reason in cfg.override
+            and (
+                v.reason not in rules_first
+                or (v.reason == "collision" and v.time_s < rules_first[v.reason])
+            )
         ]
         if not worse or not cfg.enabled:
             return ShieldDecision(policy, False, "", "", violations, plan)

@@ -27,7 +27,8 @@ One iteration, top to bottom (`FinetuneTrainer.run`):
    entropy, kl_ref, approx_kl, clip_fraction}`, `charts/SPS` (env steps per wall second of
    this process, updates included), `charts/rollout_SPS`, per finished episode
    `charts/episode_{return, driving_score, length}` and `charts/shield_interventions`,
-   per iteration `charts/shield_intervention_rate` (per valid step), `charts/env_crashes`
+   per iteration `charts/shield_intervention_rate` (per valid step),
+   `charts/shield_interventions_by_reason/<reason>` (shield.REASONS), `charts/env_crashes`
    and `charts/dropped_workers` (cumulative), `charts/explained_variance`,
    `charts/residual_std_m`. A rich progress bar counts the steps.
 
@@ -65,7 +66,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
@@ -249,6 +250,7 @@ class _Totals:
     valid_steps: int = 0
     episodes: int = 0
     shield_steps: int = 0  # valid steps the shield overrode
+    shield_by_reason: dict[str, int] = field(default_factory=dict)  # of those, per reason
     env_crashes: int = 0  # env restarts + vector env rebuilds
     wall_s: float = 0.0  # over all processes of this run
 
@@ -573,6 +575,9 @@ class FinetuneTrainer:
             writer.add_scalar("charts/shield_interventions", ep.shield_interventions, step)
         if valid:
             writer.add_scalar("charts/shield_intervention_rate", batch.interventions / valid, step)
+        for reason, count in batch.interventions_by_reason.items():
+            totals.shield_by_reason[reason] = totals.shield_by_reason.get(reason, 0) + count
+            writer.add_scalar(f"charts/shield_interventions_by_reason/{reason}", count, step)
         writer.add_scalar("charts/env_crashes", totals.env_crashes, step)
         writer.add_scalar("charts/iteration", totals.iteration, step)
         for name, value in metrics.items():
@@ -640,6 +645,7 @@ class FinetuneTrainer:
             "shield_intervention_rate": (
                 totals.shield_steps / totals.valid_steps if totals.valid_steps else None
             ),
+            "shield_interventions_by_reason": dict(totals.shield_by_reason),
             "env_crashes": totals.env_crashes,
             "dropped_workers": dropped_workers,
             f"last_{RECENT_EPISODES}_episodes": {

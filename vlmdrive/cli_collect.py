@@ -30,6 +30,16 @@ def register(app: typer.Typer) -> None:
             float,
             typer.Option(help="Steering perturbations started per second (0: off)."),
         ] = 0.0,
+        dagger: Annotated[
+            Path | None,
+            typer.Option(
+                help="Agent config (e.g. configs/agent_no_guard.yaml): the model agent drives "
+                "some segments and the expert labels them (DAgger)."
+            ),
+        ] = None,
+        dagger_beta: Annotated[
+            float, typer.Option(help="Probability the model drives a 4 s segment (--dagger).")
+        ] = 0.5,
         quiet: Annotated[bool, typer.Option("--quiet", help="No per-episode lines.")] = False,
     ) -> None:
         """Drive the expert over SUITE and write shards, index.json and the dataset card."""
@@ -45,6 +55,8 @@ def register(app: typer.Typer) -> None:
                 workers=workers,
                 perturb=perturb,
                 progress=not quiet,
+                dagger=dagger,
+                dagger_beta=dagger_beta,
             )
         except ScenarioError as exc:
             for problem in exc.problems:

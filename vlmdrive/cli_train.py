@@ -46,6 +46,12 @@ def train(
             f"{config}: data.train: {cfg.data.train} does not exist; collect it first "
             f"(vlmdrive collect --suite scenarios/library/train --episodes N --out {cfg.data.train})"
         )
+    for i, extra in enumerate(cfg.data.extra):
+        if not extra.is_dir():
+            _fail(
+                f"{config}: data.extra[{i}]: {extra} does not exist; collect it first "
+                f"(vlmdrive collect ... --dagger AGENT_CONFIG --out {extra})"
+            )
     try:
         summary = Trainer(cfg, progress=progress).run(resume=resume)
     except ValueError as exc:

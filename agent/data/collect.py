@@ -20,6 +20,14 @@ steering perturbation starts (a random offset of +-PERTURB_STEER added to the ex
 steer for PERTURB_DURATION_S); frames during and after it are stored with the expert's
 plan from the disturbed state as the label, so the data show how to recover.
 
+`dagger` (an agent config, e.g. configs/agent_no_guard.yaml) adds on-policy data (DAgger,
+Ross et al. 2011): the model agent (`agent/leaderboard_agent.py` with that config) runs
+every tick on the same sensor data, and for each DAGGER_SEGMENT_S segment the driver is
+drawn: the model with probability `dagger_beta`, else the expert. The labels stay the
+expert's plan from wherever the model took the car, so the data show the states the model
+itself reaches (a pass that overshoots onto the verge, a late turn) and how the expert
+gets back from them: the compounding-error states pure imitation never sees.
+
 An expert that gets stuck (a perturbation pushed it into a cone taper, a turn it never
 finds a gap for) would otherwise stand until the Leaderboard's 180 s "blocked" timeout and
 fill a third of the dataset with frames of a car that never moves again, teaching the model
@@ -77,6 +85,7 @@ WEATHER_CONDITIONS = ("rain", "fog", "night", "glare")  # the card's weather bre
 STUCK_SPEED_MPS = 0.1  # [m/s] below this the ego stands still (the blocked criterion's bound)
 STUCK_END_S = 60.0  # [s] standstill that ends an episode (a full 4-way light cycle is ~60 s)
 STUCK_KEEP_S = 10.0  # [s] of the final standstill kept in the data
+DAGGER_SEGMENT_S = 4.0  # [s] the driver (model or expert) is drawn anew this often
 
 
 class CollectError(ValueError):
@@ -96,6 +105,7 @@ class EpisodeResult:
     failure: str | None  # why the route ended early, None if completed
     infractions: int  # infraction events
     perturbed_frames: int  # stored frames taken during a steering perturbation
+    policy_frames: int  # stored frames taken while the model agent drove (DAgger)
     game_s: float  # [s]
     wall_s: float  # [s]
 
@@ -134,8 +144,30 @@ def _episode_spec(suite: str, episode: int):
     return item, concrete, compile_scenario(concrete, str(item.path))
 
 
+def _dagger_agent(config: str, sim: Any, sensors: list[dict[str, Any]]) -> Any:
+    """The model agent for DAgger segments, set up as the Leaderboard would (global plan
+    before setup). Its sensors must be the ones the data store (the default suite)."""
+    from sim.agent_loading import load_agent_class
+    from sim.evaluate import agent_global_plan
+
+    agent = load_agent_class("agent/leaderboard_agent.py")("localhost", 2000, False)
+    agent.set_global_plan(*agent_global_plan(agent, sim))
+    agent.setup(config)
+    ids = sorted(s["id"] for s in agent.sensors())
+    if ids != sorted(s["id"] for s in sensors):
+        raise CollectError(
+            f"`dagger`: the agent's sensors {ids} differ from the dataset's default suite"
+        )
+    return agent
+
+
 def run_episode(
-    suite: str | Path, episode: int, seed: int = 0, perturb: float = 0.0
+    suite: str | Path,
+    episode: int,
+    seed: int = 0,
+    perturb: float = 0.0,
+    dagger: str | None = None,
+    dagger_beta: float = 0.5,
 ) -> EpisodeResult:
     """Drive episode `episode` of the collection run and return its frames."""
     from sim.evaluate import route_seed
@@ -157,6 +189,10 @@ def run_episode(
     expert = ExpertDriver()
     navigation = RoutePlanner()
     navigation.set_route(sim.global_plan()[0])
+    agent = _dagger_agent(dagger, sim, sensors) if dagger else None
+    segment_ticks = int(round(DAGGER_SEGMENT_S / FIXED_DELTA_SECONDS))
+    model_drives = False
+    policy: list[bool] = []  # per stored frame: the model agent was driving
     rows: dict[str, list] = {name: [] for name in FIELDS}
     memory: LabelMemory | None = None
     control = VehicleControl()
@@ -182,6 +218,17 @@ def run_episode(
             control = expert.step(sim)
             plan = expert.last_plan
             assert plan is not None  # set by step()
+            if agent is not None:
+                if sim.frame % segment_ticks == 0:
+                    model_drives = bool(rng.random() < dagger_beta)
+                # The agent runs every tick (its frame history and reasoning stay current).
+                agent_control = agent.run_step(data, sim.time_s)
+                if model_drives:
+                    control = VehicleControl(
+                        throttle=float(agent_control.throttle),
+                        steer=float(agent_control.steer),
+                        brake=float(agent_control.brake),
+                    )
             if sim.frame % SAMPLE_EVERY_TICKS == 0:
                 gt = sim.ground_truth()
                 view = view_from_ground_truth(gt, sim.route, sim.lane_layout(), sim.speed_limit_at)
@@ -204,6 +251,7 @@ def run_episode(
                 rows["time_s"].append(sim.time_s)
                 rows["scenario"].append(concrete.name[:NAME_LEN])
                 perturbed.append(perturb_ticks > 0)
+                policy.append(model_drives)
             if perturb > 0.0:
                 if perturb_ticks == 0 and rng.random() < perturb * FIXED_DELTA_SECONDS:
                     perturb_ticks = int(
@@ -218,10 +266,14 @@ def run_episode(
                         brake=control.brake,
                     )
     finally:
+        if agent is not None:
+            agent.destroy()
         DataProvider.set_simulator(None)
         sim.close()
     arrays = _stack(rows)
     if still_since is not None and failure is not None:
+        keep = arrays["time_s"] <= still_since + STUCK_KEEP_S
+        policy = [p for p, k in zip(policy, keep, strict=True) if k]
         arrays, perturbed = drop_standstill_tail(arrays, perturbed, still_since)
     status = sim.route_status
     return EpisodeResult(
@@ -234,6 +286,7 @@ def run_episode(
         failure=failure,
         infractions=infractions,
         perturbed_frames=sum(perturbed),
+        policy_frames=sum(policy),
         game_s=float(sim.time_s),
         wall_s=time.perf_counter() - wall0,
     )
@@ -263,12 +316,19 @@ def _stack(rows: dict[str, list]) -> dict[str, np.ndarray]:
     return out
 
 
-def _run_job(job: tuple[str, int, int, float]) -> EpisodeResult:
+def _run_job(job: tuple[str, int, int, float, str | None, float]) -> EpisodeResult:
     return run_episode(*job)
 
 
 def _check_args(
-    suite: str | Path, episodes: int, out: str | Path, seed: int, workers: int, perturb: float
+    suite: str | Path,
+    episodes: int,
+    out: str | Path,
+    seed: int,
+    workers: int,
+    perturb: float,
+    dagger: str | None = None,
+    dagger_beta: float = 0.5,
 ) -> Path:
     if not Path(suite).exists():
         raise CollectError(f"`suite`: no such suite file or scenario folder: {suite}")
@@ -280,6 +340,10 @@ def _check_args(
         raise CollectError(f"`workers` must be an integer >= 1, got {workers!r}")
     if not (isinstance(perturb, int | float) and math.isfinite(perturb) and 0.0 <= perturb <= 10.0):
         raise CollectError(f"`perturb` must be a rate in [0, 10] per second, got {perturb!r}")
+    if dagger is not None and not Path(dagger).is_file():
+        raise CollectError(f"`dagger`: no such agent config file: {dagger}")
+    if not (isinstance(dagger_beta, int | float) and 0.0 <= dagger_beta <= 1.0):
+        raise CollectError(f"`dagger_beta` must be a probability in [0, 1], got {dagger_beta!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CollectError(f"`out` must be a folder, got the file {out}")
@@ -325,12 +389,14 @@ class _Counts:
         self.scenario_frames: Counter[str] = Counter()
         self.scenario_episodes: Counter[str] = Counter()
         self.perturbed_frames = 0
+        self.policy_frames = 0
         self.completed = 0
 
     def add(self, r: EpisodeResult) -> None:
         a = r.arrays
         self.frames += r.frames
         self.perturbed_frames += r.perturbed_frames
+        self.policy_frames += r.policy_frames
         self.completed += r.failure is None and r.completion >= 100.0
         flags = a["flags"]
         for k, name in enumerate(FLAGS):
@@ -351,6 +417,7 @@ class _Counts:
         return {
             "frames": self.frames,
             "perturbed_frames": self.perturbed_frames,
+            "policy_frames": self.policy_frames,
             "completed_episodes": self.completed,
             "flags": {name: self.flags[name] for name in FLAGS},
             "intents": {name: self.intents[name] for name in INTENTS},
@@ -374,14 +441,19 @@ def collect(
     workers: int = 1,
     perturb: float = 0.0,
     progress: bool = True,
+    dagger: str | Path | None = None,
+    dagger_beta: float = 0.5,
 ) -> CollectSummary:
     """Collect `episodes` expert episodes of `suite` into `out` (see the module docstring)."""
     wall0 = time.perf_counter()
-    out = _check_args(suite, episodes, out, seed, workers, perturb)
+    dagger = None if dagger is None else str(dagger)
+    out = _check_args(suite, episodes, out, seed, workers, perturb, dagger, dagger_beta)
     items = _suite_items(str(suite))
     if not items:
         raise CollectError(f"`suite`: {suite} holds no scenario")
-    jobs = [(str(suite), e, seed, float(perturb)) for e in range(episodes)]
+    jobs = [
+        (str(suite), e, seed, float(perturb), dagger, float(dagger_beta)) for e in range(episodes)
+    ]
     shards: list[dict[str, Any]] = []
     episode_rows: list[dict[str, Any]] = []
     counts = _Counts()
@@ -408,6 +480,7 @@ def collect(
                 "failure": r.failure,
                 "infractions": r.infractions,
                 "perturbed_frames": r.perturbed_frames,
+                "policy_frames": r.policy_frames,
                 "game_s": round(r.game_s, 2),
             }
         )
@@ -442,6 +515,8 @@ def collect(
         "seed": seed,
         "workers": workers,
         "perturb": perturb,
+        "dagger": dagger,
+        "dagger_beta": dagger_beta,
     }
     index = {
         "format": "vlmdrive-driving-dataset/1",
@@ -481,6 +556,8 @@ def collect_command(args: dict[str, Any]) -> str:
     cmd += f" --seed {args['seed']} --workers {args['workers']}"
     if args["perturb"]:
         cmd += f" --perturb {args['perturb']}"
+    if args.get("dagger"):
+        cmd += f" --dagger {args['dagger']} --dagger-beta {args['dagger_beta']}"
     return cmd
 
 
@@ -524,6 +601,7 @@ def dataset_card(index: dict[str, Any]) -> str:
         f"- episodes: {index['episodes']} ({c['completed_episodes']} completed the route)",
         f"- frames: {total} in {len(index['shards'])} shard(s)",
         f"- frames during a steering perturbation: {c['perturbed_frames']}",
+        f"- frames while the model agent drove (DAgger): {c.get('policy_frames', 0)}",
         f"- size on disk: {mb:.1f} MB",
         "",
         *_table("flag", c["flags"], total),

@@ -25,6 +25,10 @@ class EncoderConfig(_Strict):
     image_width: int = Field(256, ge=32)  # [px]
     cameras: int = Field(1, ge=1, le=8)  # camera count (Leaderboard order of sensors())
     history: int = Field(1, ge=0, le=4)  # earlier frames, 0.5 s apart (0: current only)
+    # Fuse the last stage (stride 32) into the one before it (stride 16), FPN-style: 4x the
+    # visual tokens (8 x 16 at 256 x 128), each covering half the width of a stride-32 cell,
+    # so a cone 30 m ahead (~6 px wide) still lands in its own token. resnet-tiny only.
+    fuse_previous_stage: bool = False
 
 
 class PerceptionConfig(_Strict):

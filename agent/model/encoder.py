@@ -59,7 +59,10 @@ def _resnet_tiny(cfg: EncoderConfig) -> tuple[nn.Module, int]:
             f"({len(cfg.depths)} stages) must have the same length"
         )
     stages = len(cfg.hidden_sizes)
-    options: dict[str, Any] = {"out_features": [f"stage{stages}"]}  # BackboneConfigMixin
+    if cfg.fuse_previous_stage and stages < 2:
+        raise ValueError("encoder.fuse_previous_stage needs at least 2 stages in hidden_sizes")
+    wanted = [stages - 1, stages] if cfg.fuse_previous_stage else [stages]
+    options: dict[str, Any] = {"out_features": [f"stage{i}" for i in wanted]}
     config = ResNetConfig(
         num_channels=3,
         embedding_size=cfg.hidden_sizes[0],
@@ -69,11 +72,34 @@ def _resnet_tiny(cfg: EncoderConfig) -> tuple[nn.Module, int]:
         **options,
     )
     body = ResNetBackbone(config)
+    if cfg.fuse_previous_stage:
+        return _FusedStages(body, cfg.hidden_sizes[-2], cfg.hidden_sizes[-1]), cfg.hidden_sizes[-1]
     return _FeatureMap(body, lambda out: out.feature_maps[-1]), cfg.hidden_sizes[-1]
+
+
+class _FusedStages(nn.Module):
+    """FPN-style top-down fusion of a ResNet backbone's last two stages: the stride-32 map
+    is upsampled (nearest) onto the stride-16 grid and added to a 1x1 projection of the
+    stride-16 map. Output channels = the last stage's."""
+
+    def __init__(self, body: nn.Module, previous_channels: int, channels: int) -> None:
+        super().__init__()
+        self.body = body
+        self.lateral = nn.Conv2d(previous_channels, channels, kernel_size=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        previous, last = self.body(images).feature_maps
+        up = nn.functional.interpolate(last, size=previous.shape[-2:], mode="nearest")
+        return self.lateral(previous) + up
 
 
 def _external(prefix: str, cfg: EncoderConfig) -> tuple[nn.Module, int]:
     name = cfg.backbone.split(":", 1)[1]
+    if cfg.fuse_previous_stage:
+        raise ValueError(
+            f"encoder.fuse_previous_stage is implemented for 'resnet-tiny' only, not "
+            f"{cfg.backbone!r}"
+        )
     try:
         if prefix == "timm":
             import timm

@@ -11,6 +11,23 @@ from typing import Any
 from agent.model.checkpoint import VLM_DIR, read_config
 
 
+def _frames_line(training: dict[str, Any]) -> str:
+    """Where the training frames came from: the expert data, plus any DAgger rounds."""
+    head = f"- Frames: {training.get('frames', '?')} from {training.get('episodes', '?')} episodes"
+    datasets = training.get("datasets") or ["data/train"]
+    if len(datasets) == 1:
+        return (
+            f"{head} of the expert on `scenarios/library/train` (see the dataset card "
+            f"`{datasets[0]}/README.md`)."
+        )
+    cards = ", ".join(f"`{d}/README.md`" for d in datasets)
+    return (
+        f"{head} on `scenarios/library/train`: the expert's demonstrations plus on-policy "
+        f"(DAgger) rounds where the first-round model drove and the expert labelled (dataset "
+        f"cards {cards})."
+    )
+
+
 def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
@@ -52,8 +69,7 @@ def write_model_card(checkpoint: str | Path) -> Path:
         "",
         "## Training",
         "",
-        f"- Frames: {training.get('frames', '?')} from {training.get('episodes', '?')} expert "
-        "episodes on `scenarios/library/train` (see the dataset card `data/train/README.md`).",
+        _frames_line(training),
         f"- Wall time: {training.get('train_wall_s', 0) / 60:.1f} min on 2 CPU cores "
         "(`make train` also collects the data first).",
     ]

@@ -28,6 +28,9 @@ class _Strict(BaseModel):
 
 class DataConfig(_Strict):
     train: Path  # shard directory from `vlmdrive collect`
+    # More shard directories trained on with `train` (e.g. a DAgger round: `vlmdrive collect
+    # --dagger ...`); episode ids are renumbered so they stay distinct across directories.
+    extra: tuple[Path, ...] = ()
     val: Path | None = None  # held-out shard directory (eval suite) for open-loop metrics
     max_frames: int | None = Field(None, ge=1)  # use only the first N training frames
 

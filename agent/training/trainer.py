@@ -60,10 +60,23 @@ class Arrays:
         return len(self.data["speed_mps"])
 
 
-def load_arrays(path: Path, steps: int, cameras: int, max_frames: int | None = None) -> Arrays:
+def load_arrays(
+    path: Path,
+    steps: int,
+    cameras: int,
+    max_frames: int | None = None,
+    extra: tuple[Path, ...] = (),
+) -> Arrays:
+    """The training frames of `path` (its first `max_frames`), then every frame of the
+    `extra` datasets, whose episode ids are shifted past the ones before them (each
+    dataset numbers its episodes from 0; the history index needs them distinct)."""
     data = load_shards(path)
     if max_frames is not None:
         data = {k: v[:max_frames] for k, v in data.items()}
+    for more_path in extra:
+        more = load_shards(more_path)
+        more["episode"] = more["episode"] + (int(data["episode"].max(initial=-1)) + 1)
+        data = {k: np.concatenate([data[k], more[k]]) for k in data}
     if data["image"].shape[1] < cameras:
         raise ValueError(
             f"{path}: the model needs {cameras} cameras, the data has {data['image'].shape[1]}"
@@ -127,7 +140,13 @@ class Trainer:
         if not resume and self.state_dir.exists():
             shutil.rmtree(self.state_dir)
         steps = cfg.model.encoder.history + 1
-        arrays = load_arrays(cfg.data.train, steps, cfg.model.encoder.cameras, cfg.data.max_frames)
+        arrays = load_arrays(
+            cfg.data.train,
+            steps,
+            cfg.model.encoder.cameras,
+            cfg.data.max_frames,
+            cfg.data.extra,
+        )
         log.info("training frames: %d", len(arrays))
         self.flag_weight = flag_pos_weight(arrays.data["flags"])
         self.writer = SummaryWriter(str(cfg.run_dir / "tb"))
@@ -155,6 +174,7 @@ class Trainer:
         summary["train_wall_s"] = round(time.perf_counter() - t0, 1)
         summary["frames"] = len(arrays)
         summary["episodes"] = int(len(np.unique(arrays.data["episode"])))
+        summary["datasets"] = [str(p) for p in (cfg.data.train, *cfg.data.extra)]
         self._export(model, reasoner, summary)
         self.writer.close()
         return summary

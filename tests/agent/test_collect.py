@@ -109,6 +109,10 @@ def test_bad_input_names_the_argument(suite: Path, tmp_path: Path) -> None:
         collect(suite, 1, blocker, progress=False)
     with pytest.raises(CollectError, match="`perturb`"):
         collect(suite, 1, tmp_path / "y", perturb=-1.0, progress=False)
+    with pytest.raises(CollectError, match="`dagger`: no such agent config"):
+        collect(suite, 1, tmp_path / "z", dagger=tmp_path / "none.yaml", progress=False)
+    with pytest.raises(CollectError, match="`dagger_beta`"):
+        collect(suite, 1, tmp_path / "w", dagger=blocker, dagger_beta=1.5, progress=False)
 
 
 def test_corrupt_or_missing_shards_name_the_file(dataset: Path, tmp_path: Path) -> None:

@@ -99,6 +99,23 @@ def test_encoder_tokens_shape_and_history_steps() -> None:
         enc(frames[:, :2])
 
 
+def test_fused_stages_give_four_times_the_tokens_on_the_stride_16_grid() -> None:
+    plain = CameraEncoder(SMALL.encoder, d_model=32)
+    fused = CameraEncoder(SMALL.encoder.model_copy(update={"fuse_previous_stage": True}), 32)
+    assert fused.grid == (2 * plain.grid[0], 2 * plain.grid[1])
+    frames = torch.randint(
+        0,
+        255,
+        (2, 2, 1, SMALL.encoder.image_height, SMALL.encoder.image_width, 3),
+        dtype=torch.uint8,
+    )
+    tokens, _ = fused(frames)
+    assert tokens.shape == (2, 2 * fused.grid[0] * fused.grid[1], 32)
+    assert torch.isfinite(tokens).all()
+    with pytest.raises(ValueError, match="resnet-tiny only|'resnet-tiny' only"):
+        build_backbone(EncoderConfig(backbone="timm:resnet18", fuse_previous_stage=True))
+
+
 def test_unknown_backbone_lists_valid_names() -> None:
     with pytest.raises(ValueError, match="resnet-tiny"):
         build_backbone(EncoderConfig(backbone="nope"))

@@ -4,6 +4,7 @@ planned trajectory, and reads only Leaderboard sensor data."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -73,3 +74,53 @@ def test_bad_agent_config_names_the_field(checkpoint: Path, tmp_path: Path) -> N
     agent = ModelAgent("localhost", 2000, False)
     with pytest.raises(ScenarioError, match="bad.yaml:2:1: vlm_mode"):
         agent.setup(str(bad))
+
+
+SHORT_ROUTE = """
+name: short_straight
+seed: 2
+variations: 1
+map:
+  town: {road_type: urban, lanes_per_direction: 2, curvature: 0.0, block_m: 160}
+route: {length_m: 40}
+weather: {preset: WetNoon}
+traffic: {vehicles: 0, pedestrians: 0, speed_limit_kmh: 30}
+"""
+
+
+def test_dagger_collection_lets_the_model_drive_and_the_expert_label(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """`collect --dagger`: with beta 1 the model agent drives every stored frame (so the ego
+    goes where the model takes it, not where the expert would), every frame keeps the
+    expert's label; with beta 0 the agent runs but never drives: the plain expert data."""
+    from agent.data.collect import collect
+    from agent.data.dataset import load_shards
+    from agent.data.schema import FIELDS
+
+    suite = tmp_path / "short.yaml"
+    suite.write_text(SHORT_ROUTE)
+    agent_cfg = tmp_path / "agent.yaml"
+    agent_cfg.write_text(
+        yaml.safe_dump(
+            {"checkpoint": str(checkpoint), "vlm_mode": "distilled", "safety": {"enabled": False}}
+        )
+    )
+    expert = collect(suite, 1, tmp_path / "expert", seed=1, progress=False)
+    on_policy = collect(
+        suite, 1, tmp_path / "model", seed=1, dagger=agent_cfg, dagger_beta=1.0, progress=False
+    )
+    never = collect(
+        suite, 1, tmp_path / "never", seed=1, dagger=agent_cfg, dagger_beta=0.0, progress=False
+    )
+    assert on_policy.counts["policy_frames"] == on_policy.frames > 0
+    assert never.counts["policy_frames"] == 0 and expert.counts["policy_frames"] == 0
+    a, b, c = (load_shards(tmp_path / d) for d in ("expert", "model", "never"))
+    for name in FIELDS:
+        np.testing.assert_array_equal(a[name], c[name], err_msg=name)
+    n = min(len(a["speed_mps"]), len(b["speed_mps"]))
+    assert not np.allclose(a["speed_mps"][:n], b["speed_mps"][:n])  # the model drove
+    assert np.isfinite(b["trajectory"]).all()
+    index = json.loads((tmp_path / "model" / "index.json").read_text())
+    assert index["args"]["dagger"] == str(agent_cfg)
+    assert "--dagger" in (tmp_path / "model" / "README.md").read_text()

@@ -176,10 +176,29 @@ def test_config_file_round_trip(tmp_path: Path) -> None:
     assert cfg.model.encoder.image_height == H
 
 
-def test_shipped_config_is_valid() -> None:
-    cfg = load_train_config(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
-    assert [s.name for s in cfg.stages] == ["vlm", "frozen", "lora", "joint"]
-    assert cfg.vlm.init is None  # the shipped VLM is trained here from scratch
+def test_shipped_configs_are_valid_and_chain_the_two_rounds() -> None:
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    round1 = load_train_config(configs / "tiny_round1.yaml")
+    assert [s.name for s in round1.stages] == ["vlm", "frozen", "lora", "joint"]
+    assert round1.vlm.init is None  # the VLM is trained here from scratch
+    final = load_train_config(configs / "tiny.yaml")
+    assert [s.name for s in final.stages] == ["frozen", "lora", "joint"]
+    assert final.vlm.init == round1.out / "vlm"  # round 2 starts from round 1's VLM
+    dagger = yaml.safe_load((configs / "agent_dagger.yaml").read_text())
+    assert Path(dagger["checkpoint"]) == round1.out  # the DAgger round drives round 1
+
+
+def test_extra_datasets_are_appended_with_distinct_episode_ids(tmp_path: Path) -> None:
+    from agent.training.trainer import load_arrays
+
+    write_dataset(tmp_path / "a", episodes=2, frames=6)
+    write_dataset(tmp_path / "b", episodes=3, frames=4, seed=1)
+    arrays = load_arrays(tmp_path / "a", 2, 1, extra=(tmp_path / "b",))
+    assert len(arrays) == 2 * 6 + 3 * 4
+    assert sorted(set(arrays.data["episode"].tolist())) == [0, 1, 2, 3, 4]
+    # history never reaches across datasets: the first frame of b's first episode has no past
+    first_b = 12
+    assert arrays.history[first_b].tolist() == [first_b, first_b]
 
 
 def test_rouge_l() -> None:

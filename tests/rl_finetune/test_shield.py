@@ -96,6 +96,18 @@ def test_leaving_the_route_lanes_is_overridden_a_lane_change_is_not() -> None:
     assert not Shield().check(straight(8.0, lateral=3.5), view(left_same=1), 0.0).intervened
 
 
+def test_reasons_left_out_of_override_are_reported_but_not_overridden() -> None:
+    lanes_only_reported = ShieldConfig(override=("nonfinite", "collision", "red_light"))
+    shield = Shield(lanes_only_reported)
+    decision = shield.check(straight(8.0, lateral=-4.0), view(right_same=0), 0.0)
+    assert not decision.intervened and shield.interventions == 0
+    assert [v.reason for v in decision.violations] == ["outside_lanes"]
+    cone = view(obstacles=[{**CONE, "xy": (25.0, 0.0)}])
+    assert shield.check(straight(10.0), cone, 0.0).reason == "collision"  # still acted on
+    with pytest.raises(ValueError, match="unknown reason"):
+        ShieldConfig(override=("collision", "speeding"))
+
+
 def test_junction_stretches_take_the_lanes_they_join() -> None:
     v = view(left_same=0, right_same=1)
     right = v.right_same.copy()

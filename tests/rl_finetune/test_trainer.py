@@ -117,10 +117,16 @@ def test_two_iterations_with_the_vector_env_write_a_loadable_checkpoint(
         "charts/episode_return",
         "charts/shield_interventions",
         "charts/shield_intervention_rate",
+        "charts/shield_interventions_by_reason/collision",
+        "charts/shield_interventions_by_reason/outside_lanes",
         "charts/env_crashes",
     ):
         assert tag in tags, tag
     assert [e.step for e in events.Scalars("charts/SPS")] == [16, 32]
+    by_reason = summary["shield_interventions_by_reason"]
+    assert set(by_reason) == {"nonfinite", "collision", "red_light", "outside_lanes"}
+    rate = summary["shield_intervention_rate"]
+    assert sum(by_reason.values()) == round(rate * 2 * ITERATION_STEPS)  # no crashes: all valid
 
 
 def test_resume_continues_from_the_saved_step(tmp_path: Path, init_checkpoint: Path) -> None:

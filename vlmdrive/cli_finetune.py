@@ -102,7 +102,17 @@ def finetune(
         trainer.check()
     except FinetuneError as exc:
         _fail(str(exc))
-    summary = trainer.run(resume=resume)
+    try:
+        summary = trainer.run(resume=resume)
+    except KeyboardInterrupt:
+        # The environments and Ray workers are closed by then (the trainer's `finally`).
+        _err.print(
+            f"interrupted; the resumable state of the last checkpoint (every "
+            f"{cfg.checkpoint_every} iterations) is in {cfg.out / 'state'}: rerun with --resume",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=130) from None
     rate = summary["shield_intervention_rate"]
     recent = summary[next(k for k in summary if k.startswith("last_"))]
     _out.print(

@@ -184,3 +184,17 @@ def test_a_bad_config_key_names_file_and_line(tmp_path: Path, init_checkpoint: P
         app, ["finetune", "--config", str(config), "--suite", "scenarios/library/eval"]
     )
     assert result.exit_code == 2 and "kept apart" in result.output
+
+
+def test_ctrl_c_ends_with_a_message_not_a_traceback(
+    tmp_path: Path, init_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(self: FinetuneTrainer, resume: bool = False) -> dict[str, Any]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(FinetuneTrainer, "run", interrupted)
+    config = write_config(tmp_path, init_checkpoint)
+    result = CliRunner().invoke(app, ["finetune", "--config", str(config), "--no-progress"])
+    assert result.exit_code == 130
+    assert "interrupted" in result.output and "--resume" in result.output
+    assert "Traceback" not in result.output

@@ -147,10 +147,11 @@ def _episode_spec(suite: str, episode: int):
 def _dagger_agent(config: str, sim: Any, sensors: list[dict[str, Any]]) -> Any:
     """The model agent for DAgger segments, set up as the Leaderboard would (global plan
     before setup). Its sensors must be the ones the data store (the default suite)."""
-    from sim.agent_loading import load_agent_class
+    from sim.agent_loading import REPO_ROOT, load_agent_class
     from sim.evaluate import agent_global_plan
 
-    agent = load_agent_class("agent/leaderboard_agent.py")("localhost", 2000, False)
+    entry = load_agent_class(str(REPO_ROOT / "agent" / "leaderboard_agent.py"))
+    agent = entry("localhost", 2000, False)
     agent.set_global_plan(*agent_global_plan(agent, sim))
     agent.setup(config)
     ids = sorted(s["id"] for s in agent.sensors())
@@ -191,7 +192,7 @@ def run_episode(
     navigation.set_route(sim.global_plan()[0])
     agent = _dagger_agent(dagger, sim, sensors) if dagger else None
     segment_ticks = int(round(DAGGER_SEGMENT_S / FIXED_DELTA_SECONDS))
-    model_drives = False
+    model_drives, agent_ticks = False, 0
     policy: list[bool] = []  # per stored frame: the model agent was driving
     rows: dict[str, list] = {name: [] for name in FIELDS}
     memory: LabelMemory | None = None
@@ -219,8 +220,9 @@ def run_episode(
             plan = expert.last_plan
             assert plan is not None  # set by step()
             if agent is not None:
-                if sim.frame % segment_ticks == 0:
+                if agent_ticks % segment_ticks == 0:  # a segment starts (the first at tick 0)
                     model_drives = bool(rng.random() < dagger_beta)
+                agent_ticks += 1
                 # The agent runs every tick (its frame history and reasoning stay current).
                 agent_control = agent.run_step(data, sim.time_s)
                 if model_drives:

@@ -11,6 +11,16 @@ from typing import Any
 from agent.model.checkpoint import VLM_DIR, read_config
 
 
+def _wall_line(training: dict[str, Any]) -> str:
+    minutes = f"{training.get('train_wall_s', 0) / 60:.1f} min on 2 CPU cores"
+    if len(training.get("datasets") or []) > 1:
+        return (
+            f"- Wall time of this round: {minutes} (`make train` first collects the expert "
+            "data, trains round 1 and collects the DAgger round: see the README)."
+        )
+    return f"- Wall time: {minutes} (`make train` also collects the data first)."
+
+
 def _frames_line(training: dict[str, Any]) -> str:
     """Where the training frames came from: the expert data, plus any DAgger rounds."""
     head = f"- Frames: {training.get('frames', '?')} from {training.get('episodes', '?')} episodes"
@@ -58,7 +68,12 @@ def write_model_card(checkpoint: str | Path) -> Path:
         "",
         f"- Encoder: `{enc.backbone}` (transformers ResNet, stages {list(enc.hidden_sizes)}), "
         f"{enc.cameras} camera(s) at {enc.image_width}x{enc.image_height}, history {enc.history} "
-        f"frame(s) 0.5 s apart, d_model {cfg.d_model}.",
+        f"frame(s) 0.5 s apart, d_model {cfg.d_model}"
+        + (
+            "; the last two stages fused FPN-style (stride-16 visual tokens)."
+            if enc.fuse_previous_stage
+            else "."
+        ),
         f"- Planner: truncated diffusion over {pl.num_modes} k-means anchors of {pl.num_poses} poses "
         f"(0.5 s); anchors noised to t={pl.infer_t} of {pl.train_timesteps}, {pl.denoise_steps} DDIM "
         f"steps, {pl.decoder_layers}-layer cascade decoder; conditioned on visual tokens, the "
@@ -70,8 +85,7 @@ def write_model_card(checkpoint: str | Path) -> Path:
         "## Training",
         "",
         _frames_line(training),
-        f"- Wall time: {training.get('train_wall_s', 0) / 60:.1f} min on 2 CPU cores "
-        "(`make train` also collects the data first).",
+        _wall_line(training),
     ]
     for stage in ("vlm", "frozen", "lora", "joint"):
         if stage in training:

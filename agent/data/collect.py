@@ -274,9 +274,9 @@ def run_episode(
         sim.close()
     arrays = _stack(rows)
     if still_since is not None and failure is not None:
-        keep = arrays["time_s"] <= still_since + STUCK_KEEP_S
-        policy = [p for p, k in zip(policy, keep, strict=True) if k]
-        arrays, perturbed = drop_standstill_tail(arrays, perturbed, still_since)
+        arrays, perturbed, policy = drop_standstill_tail(
+            arrays, perturbed, policy, still_since_s=still_since
+        )
     status = sim.route_status
     return EpisodeResult(
         episode=episode,
@@ -295,13 +295,14 @@ def run_episode(
 
 
 def drop_standstill_tail(
-    arrays: dict[str, np.ndarray], perturbed: list[bool], still_since_s: float
-) -> tuple[dict[str, np.ndarray], list[bool]]:
-    """Keep the frames up to STUCK_KEEP_S after the final standstill began (game time)."""
+    arrays: dict[str, np.ndarray], *per_frame: list[bool], still_since_s: float
+) -> tuple[Any, ...]:
+    """Keep the frames up to STUCK_KEEP_S after the final standstill began (game time):
+    (the FIELDS arrays, then each per-frame flag list of `per_frame`, all trimmed alike)."""
     keep = arrays["time_s"] <= still_since_s + STUCK_KEEP_S
     return (
         {name: a[keep] for name, a in arrays.items()},
-        [p for p, k in zip(perturbed, keep, strict=True) if k],
+        *([f for f, k in zip(flags, keep, strict=True) if k] for flags in per_frame),
     )
 
 

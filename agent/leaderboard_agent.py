@@ -196,6 +196,8 @@ class VLMDriveAgent(AutonomousAgent):
         time_s: float,
         error: str | None,
     ) -> GuardDecision:
+        candidates: np.ndarray | None = None
+        candidate_probs: np.ndarray | None = None
         if step is None:  # no camera, or the model raised: nothing finite to offer
             trajectory = np.full((self.num_poses, 2), np.nan)
             confidence = 0.0
@@ -208,6 +210,7 @@ class VLMDriveAgent(AutonomousAgent):
             route = route_from_targets(np.array([10.0, 0.0]))
         else:
             trajectory, confidence = step.trajectory, step.confidence
+            candidates, candidate_probs = step.candidates, step.scores
             perception = PerceptionOutputs(step.bev_probs, step.light_probs, step.flag_probs)
             route = route_from_targets(step.target_point, step.next_target_point)
         if self.guard is None:  # guard off: the planner drives (a broken plan still stops)
@@ -230,6 +233,8 @@ class VLMDriveAgent(AutonomousAgent):
                 time_s=time_s,
                 vlm=vlm,
                 model_error=error,
+                candidates=candidates,
+                candidate_probs=candidate_probs,
             )
         )
 

@@ -9,6 +9,8 @@ What each reason does to the trajectory (`FALLBACK_OF`):
 - "emergency_stop": every pose at the origin; `sim.tracking.WaypointTracker` brakes fully.
   For failures that leave nothing trustworthy to plan from (a missing or frozen camera,
   non-finite numbers, the guard itself failing, or a rules fallback that is unsafe too).
+- "candidate": another of the planner's own candidate trajectories (a lower-scored mode
+  that passes every check the chosen one failed), kept on its path, only speed-capped.
 - "rules": the rule set's plan (`agent.rules.RulePlanner`) on the view perceived by the
   model's own heads (`agent.safety.perception_view`).
 - "none": the trajectory that was chosen (the planner's, or the rules' after a fallback)
@@ -23,7 +25,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-Fallback = Literal["none", "rules", "emergency_stop"]
+Fallback = Literal["none", "candidate", "rules", "emergency_stop"]
 FALLBACKS: tuple[str, ...] = get_args(Fallback)
 
 
@@ -45,6 +47,8 @@ class ReasonCode(StrEnum):
     PATH_BLOCKED = "PATH_BLOCKED"  # the swept ego box hits a static / pedestrian obstacle
     TTC = "TTC"  # the swept ego box reaches an obstacle sooner than the TTC threshold
     RED_LIGHT = "RED_LIGHT"  # red light perceived and the plan does not stop
+    # --- another planner mode (the chosen one failed geometric checks only) -----------------
+    ALTERNATIVE_MODE = "ALTERNATIVE_MODE"  # a lower-scored candidate passes them: drive it
     # --- creep (the planner's path at a crawl after a long hold) ------------------------------
     CREEP = "CREEP"  # held still by PATH_BLOCKED / TTC / LOW_CONFIDENCE too long: creep on
     # --- speed cap (path kept, timing slowed) ----------------------------------------------

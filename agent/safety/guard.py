@@ -8,6 +8,10 @@
                    (static / pedestrian on the plan within the hand-over distance:
                    PATH_BLOCKED; anything reached sooner than the TTC threshold: TTC),
                    red light not stopped for
+      3a. modes    only PATH_BLOCKED / TTC failed and the planner offered other candidates:
+                   the highest-scored candidate (probability >= alternative_min_prob,
+                   moving, near the route) that passes every check -> drive it
+                   (ALTERNATIVE_MODE); none passes:
                    -> the rule set's plan on the perceived view, along the planner's own
                       path when only these geometric checks failed (else along the
                       navigation's route); if that plan is not finite or reaches an
@@ -44,6 +48,14 @@ Policies, and why:
   planner failed only geometric checks: it chose where to go, the guard corrects when to
   stop. The navigation's route is a chord between target points and, with no lanes in the
   view, pulled the car back from lanes the planner had moved into.
+
+- Alternative modes (DiffusionDrive keeps K candidate manoeuvres so that "pass on the
+  left" is not averaged with "stop"): when the chosen mode runs into a perceived obstacle,
+  the planner usually scored the manoeuvre around it too. Driving that candidate keeps
+  the car moving where the rules would stop it behind a passable blockage (measured on
+  the eval suite before: the guard held the car for most of three construction /
+  accident routes until they timed out). Only geometric failures qualify: a low
+  confidence, a red light or a VLM fault say nothing about which mode is right.
 
 - Creep (TransFuser++'s "creep after long stops"): the perception grid is 4 m coarse and
   has no lanes, so the obstacle the planner is about to pass in the next lane also covers
@@ -105,6 +117,8 @@ BLOCKING_KINDS = ("static", "pedestrian")
 MIN_GRIP = 0.3  # [-] the rules' floor on friction / DRY_FRICTION
 # Failed checks that may hold the car only so long before it creeps (see the docstring).
 CREEP_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.LOW_CONFIDENCE})
+# Failed checks another candidate of the planner may answer (see the docstring).
+ALTERNATIVE_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC})
 # Failed checks that leave the planner's path trusted (the fallback follows it).
 PATH_ROUTE_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.RED_LIGHT})
 
@@ -142,6 +156,15 @@ class GuardConfig(BaseModel):
     # planner's to brake for or steer around
     path_route_min_m: float = Field(3.0, ge=0.0)  # [m] a planner path at least this long is
     # the fallback's route (see `fallback_route`); shorter: the navigation's target points
+    alternative_modes: bool = True  # try the planner's other candidates (see docstring)
+    alternative_min_prob: float = Field(0.03, ge=0.0, le=1.0)  # [-] a candidate scored
+    # lower is never driven (uniform over 20 modes: 0.05)
+    alternative_min_plan_m: float = Field(3.0, ge=0.0)  # [m] a candidate must move this
+    # far: a standing one is no better than the rules' stop, which also follows leads
+    alternative_max_turn_deg: float = Field(45.0, gt=0.0, le=180.0)  # [deg] between steps
+    # (and from the ego's heading): a zig-zag candidate is not a manoeuvre to trust
+    alternative_max_offset_m: float = Field(5.0, gt=0.0)  # [m] its poses stay this close
+    # to the navigation's route (about a lane and a half: passing, not turning off)
     raise_errors: bool = False  # re-raise internal errors instead of stopping (tests)
 
 
@@ -159,6 +182,9 @@ class GuardInputs:
     vlm: VLM health (`health.VLMWatch`); None when no VLM is in the loop (off / distilled).
     model_error: the driving model's exception this tick, if it raised (the trajectory and
         perception are then placeholders: the guard stops with MODEL_ERROR).
+    candidates: (K, T, 2) all of the planner's trajectories (the chosen one among them), or
+        None; candidate_probs: (K,) their probabilities. The guard may drive another one
+        when the chosen one is blocked (ALTERNATIVE_MODE).
     Shapes are checked here; values (NaN, inf) are the guard's to judge.
     """
 
@@ -171,6 +197,8 @@ class GuardInputs:
     time_s: float
     vlm: VLMHealth | None = None
     model_error: str | None = None
+    candidates: np.ndarray | None = None
+    candidate_probs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("trajectory", "route_xy"):
@@ -186,6 +214,22 @@ class GuardInputs:
                 "GuardInputs.perception must be a PerceptionOutputs, "
                 f"got {type(self.perception).__name__}"
             )
+        if (self.candidates is None) != (self.candidate_probs is None):
+            raise ValueError("GuardInputs.candidates and candidate_probs come together")
+        if self.candidates is not None:
+            candidates = np.asarray(self.candidates, dtype=np.float64)
+            probs = np.asarray(self.candidate_probs, dtype=np.float64)
+            if candidates.ndim != 3 or candidates.shape[1:] != self.trajectory.shape:
+                raise ValueError(
+                    f"GuardInputs.candidates must be (K, {len(self.trajectory)}, 2) like the "
+                    f"trajectory, got {candidates.shape}"
+                )
+            if probs.shape != (len(candidates),):
+                raise ValueError(
+                    f"GuardInputs.candidate_probs must be ({len(candidates)},), got {probs.shape}"
+                )
+            object.__setattr__(self, "candidates", candidates)
+            object.__setattr__(self, "candidate_probs", probs)
         for name in ("confidence", "speed_mps", "time_s"):
             try:
                 object.__setattr__(self, name, float(getattr(self, name)))
@@ -261,8 +305,13 @@ class SafetyGuard:
         failed = self._plan_failures(inputs, view)
         trajectory = inputs.trajectory.copy()
         fallback: Fallback = "none"
-        creep = self._creep(inputs, failed)
-        if creep is not None:
+        alternative = self._alternative(inputs, view, failed)
+        creep = None if alternative is not None else self._creep(inputs, failed)
+        if alternative is not None:
+            trajectory, note = alternative
+            failed = {ReasonCode.ALTERNATIVE_MODE: f"{_summary(failed)} -> {note}"}
+            fallback = "candidate"
+        elif creep is not None:
             trajectory, failed = creep, {ReasonCode.CREEP: ", ".join(sorted(failed))}
         elif failed:
             route = self.fallback_route(inputs, failed)
@@ -283,6 +332,43 @@ class SafetyGuard:
             failed[ReasonCode.GUARD_ERROR] = "the checked trajectory is not finite"
             return _decision(emergency_stop(num_poses), failed, "emergency_stop")
         return _decision(trajectory, failed, fallback)
+
+    def _alternative(
+        self, inputs: GuardInputs, view: ObstacleView, failed: dict[ReasonCode, str]
+    ) -> tuple[np.ndarray, str] | None:
+        """(the best other candidate that passes every check, a note) when the chosen plan
+        failed geometric checks only (`ALTERNATIVE_REASONS`), else None. Candidates are tried
+        by probability; each must be finite, score at least `alternative_min_prob`, move at
+        least `alternative_min_plan_m` and stay within `alternative_max_offset_m` of the
+        route. Found: the hold before a creep starts over (the car is moving again)."""
+        cfg = self.config
+        if not (
+            cfg.alternative_modes
+            and failed
+            and set(failed) <= ALTERNATIVE_REASONS
+            and inputs.candidates is not None
+            and inputs.candidate_probs is not None
+        ):
+            return None
+        route = _route_polyline(inputs.route_xy)
+        for k in np.argsort(-inputs.candidate_probs, kind="stable"):
+            prob = float(inputs.candidate_probs[k])
+            if not prob >= cfg.alternative_min_prob:  # sorted: the rest score lower (or NaN)
+                break
+            candidate = inputs.candidates[k]
+            if (
+                not np.isfinite(candidate).all()
+                or np.allclose(candidate, inputs.trajectory)
+                or float(arc_lengths(candidate)[-1]) < cfg.alternative_min_plan_m
+                or not _smooth_forward(candidate, cfg.alternative_max_turn_deg)
+                or _distance_to_polyline(candidate, route).max() > cfg.alternative_max_offset_m
+                or self._failures_of(candidate, inputs, view)
+            ):
+                continue
+            self._held_since_s = None
+            self._creep_until_s = -math.inf
+            return candidate.copy(), f"mode {int(k)} (p {prob:.2f})"
+        return None
 
     def _creep(self, inputs: GuardInputs, failed: dict[ReasonCode, str]) -> np.ndarray | None:
         """The planner's trajectory at creep speed when the guard has held the car standing
@@ -349,7 +435,18 @@ class SafetyGuard:
             failed[ReasonCode.LOW_CONFIDENCE] = (
                 f"confidence {inputs.confidence:.3f} < {cfg.confidence_threshold:.3f}"
             )
-        contacts = self._contacts(inputs.trajectory, view)
+        failed.update(self._failures_of(inputs.trajectory, inputs, view))
+        return failed
+
+    def _failures_of(
+        self, trajectory: np.ndarray, inputs: GuardInputs, view: ObstacleView
+    ) -> dict[ReasonCode, str]:
+        """The checks on a trajectory itself: static obstacles / pedestrians on it within the
+        hand-over distance (PATH_BLOCKED), anything reached sooner than the TTC threshold
+        (TTC), a perceived red light it does not stop for (RED_LIGHT)."""
+        cfg = self.config
+        failed: dict[ReasonCode, str] = {}
+        contacts = self._contacts(trajectory, view)
         front_m = view.ego_size[0] / 2
         blocking = [
             c
@@ -364,7 +461,7 @@ class SafetyGuard:
             failed[ReasonCode.TTC] = _describe(imminent[0])
         light = perceived_light(inputs.perception.light, cfg.view.light_threshold)
         if light == TrafficLightState.Red and not stops_within(
-            inputs.trajectory, cfg.dt_s, cfg.light_range_m, cfg.stop_speed_mps
+            trajectory, cfg.dt_s, cfg.light_range_m, cfg.stop_speed_mps
         ):
             failed[ReasonCode.RED_LIGHT] = (
                 f"red light, plan does not stop within {cfg.light_range_m:.0f} m"
@@ -464,6 +561,44 @@ class SafetyGuard:
         if not violated:
             return trajectory, {}
         return retime(min(caps[reason] for reason in violated)), violated
+
+
+def _summary(failed: dict[ReasonCode, str]) -> str:
+    return "; ".join(f"{r.value}: {failed[r]}" for r in by_severity(list(failed)))
+
+
+def _route_polyline(route_xy: np.ndarray) -> np.ndarray:
+    """The navigation's route from the ego, carried straight on for 100 m past its last
+    point (the targets may lie closer than the candidates reach)."""
+    route = np.asarray(route_xy, dtype=np.float64)
+    if route.shape[0] == 0 or not np.allclose(route[0], 0.0):
+        route = np.concatenate([np.zeros((1, 2)), route])
+    step = route[-1] - route[-2]
+    norm = float(np.linalg.norm(step))
+    heading = step / norm if norm > 1e-6 else np.array([1.0, 0.0])
+    return np.concatenate([route, route[-1:] + 100.0 * heading])
+
+
+def _smooth_forward(trajectory: np.ndarray, max_turn_deg: float) -> bool:
+    """True when the path origin -> poses never turns by more than `max_turn_deg` from one
+    step to the next (the ego's heading, +x, before the first); steps under 5 cm (standing)
+    are skipped. Reversing or zig-zagging is a 180 degree turn."""
+    path = np.concatenate([np.zeros((1, 2)), trajectory])
+    steps = np.diff(path, axis=0)
+    steps = steps[np.linalg.norm(steps, axis=1) > 0.05]
+    headings = np.concatenate([[0.0], np.arctan2(steps[:, 1], steps[:, 0])])
+    turns = np.abs((np.diff(headings) + np.pi) % (2 * np.pi) - np.pi)
+    return bool((turns <= np.radians(max_turn_deg)).all())
+
+
+def _distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """(N,) [m] distance of each point to the polyline's segments."""
+    a, b = polyline[:-1], polyline[1:]
+    ab = b - a
+    length2 = np.maximum((ab * ab).sum(-1), 1e-12)
+    t = np.clip(((points[:, None] - a) * ab).sum(-1) / length2, 0.0, 1.0)
+    foot = a + t[..., None] * ab
+    return np.linalg.norm(points[:, None] - foot, axis=-1).min(axis=1)
 
 
 def _describe(contact: Contact) -> str:

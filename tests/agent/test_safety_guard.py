@@ -275,6 +275,106 @@ def test_pedestrian_on_the_path_blocks(guard) -> None:
     assert decision.trajectory[:, 0].max() + HALF_LENGTH <= 21.0 - RULES.pedestrian_gap_m + 0.1
 
 
+# ----------------------------------------------------------------- alternative modes
+def swerve(y_end: float, speed: float = 8.0) -> np.ndarray:
+    """(T, 2) at `speed` along +x, drifting linearly from y 0 to `y_end` [m]."""
+    plan = straight(speed)
+    plan[:, 1] = np.linspace(y_end / T, y_end, T)
+    return plan
+
+
+def with_modes(plan: np.ndarray, others: Sequence[tuple[np.ndarray, float]], **kw) -> GuardInputs:
+    """`inputs(plan, ...)` with the planner's candidates: the chosen plan (the most probable)
+    first, then `others` as (trajectory, probability)."""
+    chosen_p = 1.0 - sum(p for _, p in others)
+    base = inputs(plan, confidence=chosen_p, **kw)
+    candidates = np.stack([plan, *(t for t, _ in others)])
+    probs = np.array([chosen_p, *(p for _, p in others)])
+    return GuardInputs(
+        **{**base.__dict__, "candidates": candidates, "candidate_probs": probs}  # type: ignore[arg-type]
+    )
+
+
+# A static box in the ego's lane, left half (cell x 16..20, y 0..4): the straight plan
+# hits it within the hand-over distance at 8 m/s.
+BLOCKED_AHEAD = [("static", 18.0, 2.0)]
+
+
+def test_a_blocked_plan_drives_the_planners_candidate_around_the_obstacle(guard) -> None:
+    around = swerve(-3.5)  # into the lane on the right, clear of the box
+    decision = guard.check(
+        with_modes(
+            straight(8.0),
+            [(swerve(2.0), 0.3), (around, 0.2)],
+            speed=8.0,
+            percept=perception(BLOCKED_AHEAD),
+        )
+    )
+    # The more probable swerve to the left runs into the box too; the right one passes.
+    assert decision.reason == ReasonCode.ALTERNATIVE_MODE
+    assert decision.reasons == (ReasonCode.ALTERNATIVE_MODE,)
+    assert decision.fallback == "candidate" and decision.intervened
+    assert np.array_equal(decision.trajectory, around)
+    assert "PATH_BLOCKED" in decision.detail and "mode 2 (p 0.20)" in decision.detail
+    assert not swept_contacts(decision.trajectory, DT, guard.last_view, 0.4)
+
+
+@pytest.mark.parametrize(
+    ("other", "prob", "why"),
+    [
+        (swerve(-3.5), 0.01, "scored below alternative_min_prob"),
+        (straight(0.5), 0.3, "moves 2 m: no better than the rules' stop"),
+        (swerve(-9.0), 0.3, "leaves the route by more than alternative_max_offset_m"),
+        (swerve(1.0), 0.3, "hits the box too"),
+        (np.full((T, 2), np.nan), 0.3, "not finite"),
+        (swerve(-3.5)[[0, 1, 2, 4, 3, 5, 6, 7]], 0.3, "goes back and forth"),
+    ],
+)
+def test_a_blocked_plan_without_an_acceptable_candidate_falls_back_to_the_rules(
+    guard, other, prob, why
+) -> None:
+    decision = guard.check(
+        with_modes(straight(8.0), [(other, prob)], speed=8.0, percept=perception(BLOCKED_AHEAD))
+    )
+    assert decision.reason == ReasonCode.PATH_BLOCKED, why
+    assert decision.fallback == "rules", why
+
+
+def test_only_geometric_failures_look_for_another_mode(guard) -> None:
+    around = swerve(-3.5)
+    # A red light: another mode that does not stop is no answer; the rules stop.
+    red = guard.check(
+        with_modes(
+            straight(8.0),
+            [(around, 0.2)],
+            speed=8.0,
+            percept=perception(BLOCKED_AHEAD, light="red"),
+        )
+    )
+    assert ReasonCode.RED_LIGHT in red.reasons and red.fallback == "rules"
+    # Alternative modes switched off: the rules, as before.
+    off = SafetyGuard(GuardConfig(raise_errors=True, alternative_modes=False)).check(
+        with_modes(straight(8.0), [(around, 0.2)], speed=8.0, percept=perception(BLOCKED_AHEAD))
+    )
+    assert off.reason == ReasonCode.PATH_BLOCKED and off.fallback == "rules"
+    # A clear road: the chosen plan, whatever the others are.
+    clear = guard.check(with_modes(straight(8.0), [(around, 0.2)], speed=8.0))
+    assert clear.reason == ReasonCode.ACCEPTED
+    assert np.array_equal(clear.trajectory, straight(8.0))
+
+
+def test_candidates_must_match_the_trajectory_and_come_with_probabilities() -> None:
+    base = inputs(straight(8.0)).__dict__
+    with pytest.raises(ValueError, match="GuardInputs.candidates must be"):
+        GuardInputs(
+            **{**base, "candidates": np.zeros((3, T + 1, 2)), "candidate_probs": np.ones(3)}
+        )
+    with pytest.raises(ValueError, match="GuardInputs.candidate_probs must be"):
+        GuardInputs(**{**base, "candidates": np.zeros((3, T, 2)), "candidate_probs": np.ones(2)})
+    with pytest.raises(ValueError, match="come together"):
+        GuardInputs(**{**base, "candidates": np.zeros((3, T, 2))})
+
+
 # ---------------------------------------------------------------------- confidence
 def test_low_confidence_falls_back_to_the_rules(guard) -> None:
     plan = straight(8.0, y=0.0)
@@ -543,7 +643,7 @@ def test_intervention_counter_tallies_a_route(guard) -> None:
     assert result["reasons"]["CAMERA_MISSING"] == 1
     assert result["reasons"]["PATH_BLOCKED"] == 1 and result["reasons"]["FALLBACK_UNSAFE"] == 1
     assert set(result["reasons"]) == {code.value for code in ReasonCode}
-    assert result["fallbacks"] == {"none": 1, "rules": 1, "emergency_stop": 2}
+    assert result["fallbacks"] == {"none": 1, "candidate": 0, "rules": 1, "emergency_stop": 2}
     counter.reset()
     assert counter.as_dict()["ticks"] == 0
 

@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.data.schema import FLAGS, INTENTS
 from agent.model.checkpoint import VLM_DIR, load_drive_model
 from agent.model.drive_model import DriveInputs, DriveModel
+from agent.model.inference import prepare_for_inference
 from agent.navigation import RoutePlanner
 from scenarios.loader import load_typed_yaml
 from sim.agent_loading import AutonomousAgent, Track
@@ -107,6 +108,7 @@ class ModelDriver:
         torch.set_num_threads(config.threads)
         self.model: DriveModel
         self.model, self.meta = load_drive_model(config.checkpoint)
+        prepare_for_inference(self.model)  # BN folded, channels-last backbone (same outputs)
         try:
             self.device = torch.device(config.device)
             self.model.to(self.device)

@@ -253,9 +253,10 @@ def denoise(
     )
     steps = torch.linspace(t0, 0, planner.cfg.denoise_steps + 1).round().long().tolist()
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+    memory = planner.memory(context)  # the context's keys / values, once for every step
     for t, t_prev in zip(steps[:-1], steps[1:], strict=True):
         layers = planner.decode(
-            x, torch.full((b,), t, dtype=torch.long, device=device), context, ego
+            x, torch.full((b,), t, dtype=torch.long, device=device), context, ego, memory
         )
         x0, _ = layers[-1]
         x = planner.schedule.step(x0, x, t, t_prev if t_prev > 0 else -1)

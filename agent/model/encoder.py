@@ -161,6 +161,8 @@ class CameraEncoder(nn.Module):
         self.cell_embedding = nn.Parameter(torch.randn(cells, d_model) * 0.02)
         self.camera_embedding = nn.Parameter(torch.randn(cfg.cameras, d_model) * 0.02)
         self.step_embedding = nn.Parameter(torch.randn(cfg.history + 1, d_model) * 0.02)
+        # Feed the backbone channels-last images (set by `agent.model.inference`).
+        self.channels_last = False
 
     @property
     def steps(self) -> int:
@@ -171,7 +173,10 @@ class CameraEncoder(nn.Module):
         history-step embedding (so they can be cached and reused at a later step)."""
         b, c = frames_bgr.shape[:2]
         x = preprocess(frames_bgr, self.cfg.image_height, self.cfg.image_width)
-        fmap = self.project(self.backbone(x.reshape(b * c, *x.shape[2:])))
+        x = x.reshape(b * c, *x.shape[2:])
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        fmap = self.project(self.backbone(x))
         tokens = fmap.flatten(2).transpose(1, 2).reshape(b, c, -1, fmap.shape[1])
         return tokens + self.cell_embedding + self.camera_embedding[:c, None, :]
 

@@ -75,11 +75,38 @@ class _CascadeLayer(nn.Module):
         self.offset = nn.Sequential(nn.Linear(d, d), nn.GELU(), last)
         self.score = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
 
+    def memory(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cross-attention's keys and values of `context` (B, L, d), each
+        (B, heads, L, d / heads): the same at every denoising step, so `sample` projects
+        them once instead of once per step (the same weights as `cross_attn` uses)."""
+        attn = self.cross_attn
+        d = attn.embed_dim
+        w, b = attn.in_proj_weight, attn.in_proj_bias
+        k = nn.functional.linear(context, w[d : 2 * d], None if b is None else b[d : 2 * d])
+        v = nn.functional.linear(context, w[2 * d :], None if b is None else b[2 * d :])
+        return self._heads(k), self._heads(v)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        return x.view(b, n, self.cross_attn.num_heads, d // self.cross_attn.num_heads).transpose(
+            1, 2
+        )
+
+    def _cross(self, q: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """`cross_attn(q, context, context)` from the projected `memory` (no dropout)."""
+        attn = self.cross_attn
+        d = attn.embed_dim
+        b = attn.in_proj_bias
+        query = nn.functional.linear(q, attn.in_proj_weight[:d], None if b is None else b[:d])
+        out = nn.functional.scaled_dot_product_attention(self._heads(query), *memory)
+        return attn.out_proj(out.transpose(1, 2).reshape(q.shape))
+
     def forward(
-        self, q: torch.Tensor, context: torch.Tensor
+        self, q: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`memory`: `self.memory(context)`."""
         q = self.norms[0](q + self.self_attn(q, q, q, need_weights=False)[0])
-        q = self.norms[1](q + self.cross_attn(q, context, context, need_weights=False)[0])
+        q = self.norms[1](q + self._cross(q, memory))
         q = self.norms[2](q + self.ffn(q))
         b, k, _ = q.shape
         return q, self.offset(q).view(b, k, -1, 2), self.score(q).squeeze(-1)
@@ -137,18 +164,30 @@ class TruncatedDiffusionPlanner(nn.Module):
     def denormalize(self, traj_n: torch.Tensor) -> torch.Tensor:
         return traj_n * self.norm_scale + self.norm_offset
 
+    def memory(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each cascade layer's cross-attention keys / values of the context (B, L, d)."""
+        return [layer.memory(context) for layer in self.layers]
+
     def decode(
-        self, noisy_n: torch.Tensor, t: torch.Tensor, context: torch.Tensor, ego: torch.Tensor
+        self,
+        noisy_n: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        ego: torch.Tensor,
+        memory: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
         """Noisy normalised trajectories (B, K, T, 2) at timesteps t (B,), the context
         (B, L, d) and the ego-state embedding (B, d) -> per layer (clean-trajectory
-        prediction (B, K, T, 2) normalised, scores (B, K))."""
+        prediction (B, K, T, 2) normalised, scores (B, K)). `memory`: `self.memory(context)`
+        when the caller decodes the same context more than once."""
+        if memory is None:
+            memory = self.memory(context)
         q = self.traj_embed(noisy_n.flatten(2)) + self.mode_embed + ego[:, None, :]
         q = q + self.time_embed(timestep_embedding(t, self.d_model))[:, None, :]
         traj = noisy_n
         out = []
-        for layer in self.layers:
-            q, offset, score = layer(q, context)
+        for layer, kv in zip(self.layers, memory, strict=True):
+            q, offset, score = layer(q, kv)
             traj = traj + offset
             out.append((traj, score))
             traj = traj.detach()  # each layer refines the last one's output (cascade)
@@ -178,8 +217,9 @@ class TruncatedDiffusionPlanner(nn.Module):
         x = self.schedule.add_noise(anchors_n, noise, torch.full((b,), t0, dtype=torch.long))
         steps = torch.linspace(t0, 0, self.cfg.denoise_steps + 1).round().long().tolist()
         layers: tuple[tuple[torch.Tensor, torch.Tensor], ...] = ()
+        memory = self.memory(context)
         for t, t_prev in zip(steps[:-1], steps[1:], strict=True):
-            layers = self.decode(x, torch.full((b,), t, dtype=torch.long), context, ego)
+            layers = self.decode(x, torch.full((b,), t, dtype=torch.long), context, ego, memory)
             x0, _ = layers[-1]
             x = self.schedule.step(x0, x, t, t_prev if t_prev > 0 else -1)
         traj_n, scores = layers[-1]

@@ -16,6 +16,7 @@ from agent.model.checkpoint import load_drive_model, save_drive_model
 from agent.model.config import EncoderConfig, ModelConfig, PerceptionConfig
 from agent.model.drive_model import DriveInputs, DriveModel
 from agent.model.encoder import CameraEncoder, build_backbone
+from agent.model.inference import prepare_for_inference
 from agent.model.losses import (
     MAX_FLAG_POS_WEIGHT,
     LossWeights,
@@ -262,3 +263,26 @@ def test_flag_pos_weight_balances_rare_flags_and_is_capped() -> None:
     flags[:1, 1] = True  # 1 positive, 99 negatives -> capped
     weight = flag_pos_weight(flags)  # column 2: no positives -> 1
     assert weight.tolist() == pytest.approx([3.0, MAX_FLAG_POS_WEIGHT, 1.0])
+
+
+def test_inference_rewrite_matches_the_model_and_refuses_training_mode() -> None:
+    """BatchNorm folded into the convolutions and channels-last images give the same
+    trajectories, scores and perception as the model as trained (BN statistics made
+    non-trivial first, so a fold that dropped them would show)."""
+    model = make_model()
+    x, _ = batch(model, seed=3)
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # move the BN running statistics away from (0, 1)
+            model(x)
+    model.eval()
+    with pytest.raises(ValueError, match="model.eval"):
+        prepare_for_inference(make_model().train())
+    with torch.no_grad():
+        want = model(x, sample=True, generator=torch.Generator().manual_seed(5))
+        prepare_for_inference(model)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.encoder.modules())
+        got = model(x, sample=True, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(got.plan.trajectories, want.plan.trajectories, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.plan.scores, want.plan.scores, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.bev_logits, want.bev_logits, rtol=1e-4, atol=1e-4)

@@ -42,6 +42,7 @@ def prepare_for_inference(model: DriveModel) -> DriveModel:
         raise ValueError("prepare_for_inference: call model.eval() first (it folds BatchNorm)")
     encoder = model.encoder
     fold_batch_norms(encoder.backbone)
-    encoder.backbone.to(memory_format=torch.channels_last)
+    # Module.to accepts memory_format at run time; torch's stubs do not say so.
+    encoder.backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     encoder.channels_last = True
     return model

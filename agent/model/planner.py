@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -166,7 +167,7 @@ class TruncatedDiffusionPlanner(nn.Module):
 
     def memory(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Each cascade layer's cross-attention keys / values of the context (B, L, d)."""
-        return [layer.memory(context) for layer in self.layers]
+        return [cast(_CascadeLayer, layer).memory(context) for layer in self.layers]
 
     def decode(
         self,

@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_eval.py
 	$(BIN)/python benchmarks/bench_tracking.py
 	$(BIN)/python benchmarks/bench_agent.py
+	$(BIN)/python benchmarks/bench_finetune.py
 
 # The shipped model from scratch, in two rounds:
 # 1. expert data (train suite, with recovery perturbations; the eval suite held out for

@@ -313,11 +313,18 @@ class PlannerPolicy(nn.Module):
         frozen: list[nn.Module] = [model.perception, model.distill, model.traj_align]
         if not self.cfg.train_encoder:
             frozen.append(model.encoder)
-        if not self.cfg.train_candidates:  # the trajectory (offset) heads
-            frozen.extend(layer.get_submodule("offset") for layer in model.planner.layers)
         for module in frozen:
             for p in module.parameters():
                 p.requires_grad_(False)
+        if not self.cfg.train_candidates:  # only the planner's score heads learn
+            scores = {
+                id(p)
+                for layer in model.planner.layers
+                for p in layer.get_submodule("score").parameters()
+            }
+            for p in model.parameters():
+                if id(p) not in scores:
+                    p.requires_grad_(False)
         t = model.cfg.planner.num_poses
         self.log_std = nn.Parameter(
             torch.full((t, 2), math.log(self.cfg.residual_std_m)),

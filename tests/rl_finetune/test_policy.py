@@ -264,6 +264,16 @@ def test_without_train_candidates_only_the_scores_learn() -> None:
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in last.score.parameters())
     assert policy.log_std.grad is None
     assert all(p is not policy.log_std for g in policy.param_groups(1.0, 1.0) for p in g["params"])
+    # Nothing the candidates depend on can move: after a large optimiser step on the
+    # scores, the candidates are the imitation model's, to the bit, and the scores are not.
+    trainable = {id(p) for g in policy.param_groups(1.0, 1.0)[:1] for p in g["params"]}
+    scores = {id(p) for layer in policy.model.planner.layers for p in layer.score.parameters()}
+    assert trainable == scores
+    optimizer = torch.optim.SGD(policy.param_groups(1.0, 1.0), lr=1.0)
+    optimizer.step()
+    after = policy.act(obs, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(after.candidates, step.candidates, rtol=0, atol=0)
+    assert not torch.allclose(after.mode_logits, step.mode_logits)
 
 
 def test_single_frame_is_repeated_as_history() -> None:

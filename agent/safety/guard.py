@@ -353,7 +353,6 @@ class SafetyGuard:
             and inputs.candidate_probs is not None
         ):
             return None
-        route = _route_polyline(inputs.route_xy)
         for k in np.argsort(-inputs.candidate_probs, kind="stable"):
             prob = float(inputs.candidate_probs[k])
             if not prob >= cfg.alternative_min_prob:  # sorted: the rest score lower (or NaN)
@@ -364,7 +363,9 @@ class SafetyGuard:
                 or np.allclose(candidate, inputs.trajectory)
                 or float(arc_lengths(candidate)[-1]) < cfg.alternative_min_plan_m
                 or not _smooth_forward(candidate, cfg.alternative_max_turn_deg)
-                or _distance_to_polyline(candidate, route).max() > cfg.alternative_max_offset_m
+                # the view's route: the navigation's, from the ego, carried on to its horizon
+                or _distance_to_polyline(candidate, view.route_xy).max()
+                > cfg.alternative_max_offset_m
                 or self._failures_of(candidate, inputs, view)
             ):
                 continue
@@ -568,18 +569,6 @@ class SafetyGuard:
 
 def _summary(failed: dict[ReasonCode, str]) -> str:
     return "; ".join(f"{r.value}: {failed[r]}" for r in by_severity(list(failed)))
-
-
-def _route_polyline(route_xy: np.ndarray) -> np.ndarray:
-    """The navigation's route from the ego, carried straight on for 100 m past its last
-    point (the targets may lie closer than the candidates reach)."""
-    route = np.asarray(route_xy, dtype=np.float64)
-    if route.shape[0] == 0 or not np.allclose(route[0], 0.0):
-        route = np.concatenate([np.zeros((1, 2)), route])
-    step = route[-1] - route[-2]
-    norm = float(np.linalg.norm(step))
-    heading = step / norm if norm > 1e-6 else np.array([1.0, 0.0])
-    return np.concatenate([route, route[-1:] + 100.0 * heading])
 
 
 def _smooth_forward(trajectory: np.ndarray, max_turn_deg: float) -> bool:

@@ -40,6 +40,10 @@ INFRACTION_KEYS: tuple[str, ...] = (
     "vehicle_blocked",
     "route_timeout",
 )
+# Events that summarise the whole route and happen nowhere in particular: the Leaderboard
+# emits its outside-route-lanes event once, at the route's end, with the distance driven
+# outside over the route. Their `location` is a placeholder, never a place to plot.
+ROUTE_WIDE_KINDS: frozenset[str] = frozenset({"outside_route_lanes"})
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from sim.ground_truth import ROUTE_WIDE_KINDS
+
 DETAILS_VERSION = 1
 SCORE_KEYS = ("score_composed", "score_route", "score_penalty")
 
@@ -250,12 +252,15 @@ def _details_route(doc: _Doc, raw: Any, i: int, base: Path) -> tuple[str, RouteD
     for j, ev in enumerate(doc.lst(r.get("infractions") or [], f"{where}.infractions")):
         e = doc.obj(ev, f"{where}.infractions[{j}]")
         w = f"{where}.infractions[{j}]"
+        kind = str(e.get("kind", ""))
+        # Files written before route-wide events got no place carry (0, 0) for them.
+        placed = kind not in ROUTE_WIDE_KINDS
         located.append(
             LocatedInfraction(
-                kind=str(e.get("kind", "")),
+                kind=kind,
                 message=str(e.get("message", "")),
-                x=None if e.get("x") is None else doc.num(e["x"], f"{w}.x"),
-                y=None if e.get("y") is None else doc.num(e["y"], f"{w}.y"),
+                x=None if e.get("x") is None or not placed else doc.num(e["x"], f"{w}.x"),
+                y=None if e.get("y") is None or not placed else doc.num(e["y"], f"{w}.y"),
                 t=None if e.get("t") is None else doc.num(e["t"], f"{w}.t"),
             )
         )

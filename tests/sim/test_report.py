@@ -245,6 +245,20 @@ def test_report_ignores_a_malformed_details_file(results_pair: Path, tmp_path: P
     assert "RouteScenario_2_rep0" in page
 
 
+def test_route_wide_events_have_no_place_on_the_map(results_pair: Path) -> None:
+    """The outside-route-lanes event sums the whole route; a (0, 0) placeholder in older
+    details files must not be plotted (it stretched the map to the world origin)."""
+    path = details_path_for(results_pair)
+    details = json.loads(path.read_text())
+    details["routes"][1]["infractions"].append(
+        {"kind": "outside_route_lanes", "message": "outside 5 m", "x": 0.0, "y": 0.0, "t": 20.0}
+    )
+    path.write_text(json.dumps(details))
+    located = {e.kind: e for e in load_results(results_pair).routes[1].details.infractions}
+    assert located["outside_route_lanes"].x is None and located["outside_route_lanes"].y is None
+    assert (located["collisions_vehicle"].x, located["collisions_vehicle"].y) == (150.0, 50.0)
+
+
 def test_partial_results_without_global_record(results_pair: Path) -> None:
     data = json.loads(results_pair.read_text())
     data["_checkpoint"]["global_record"] = {}

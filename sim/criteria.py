@@ -380,7 +380,7 @@ class RouteCriteria:
             kind="outside_route_lanes",
             frame=frame,
             time_s=time_s,
-            location=(0.0, 0.0, 0.0),
+            location=None,  # route-wide: the distance outside over the whole route
             message=(
                 f"Agent went outside its route lanes for about {round(self.outside_m, 3)} meters "
                 f"({round(pct, 2)}% of the completed route)"

@@ -59,7 +59,7 @@ from sim import scoring
 from sim.agent_loading import REPO_ROOT, load_agent_class, track_name, uses_leaderboard_base
 from sim.control import RoadOption, VehicleControl
 from sim.data_provider import DataProvider
-from sim.ground_truth import ROUTE_WIDE_KINDS, GroundTruth, InfractionEvent
+from sim.ground_truth import GroundTruth, InfractionEvent
 from sim.min_speed import MinSpeedTest
 from sim.sensors import SensorSpecError
 from sim.spec import WorldSpec
@@ -473,8 +473,8 @@ class RouteRunner:
                 {
                     "kind": e.kind,
                     "message": e.message,
-                    "x": None if e.kind in ROUTE_WIDE_KINDS else e.location[0],
-                    "y": None if e.kind in ROUTE_WIDE_KINDS else e.location[1],
+                    "x": None if e.location is None else e.location[0],
+                    "y": None if e.location is None else e.location[1],
                     "t": round(e.time_s, 3),
                 }
                 for e in run.events

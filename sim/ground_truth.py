@@ -40,10 +40,6 @@ INFRACTION_KEYS: tuple[str, ...] = (
     "vehicle_blocked",
     "route_timeout",
 )
-# Events that summarise the whole route and happen nowhere in particular: the Leaderboard
-# emits its outside-route-lanes event once, at the route's end, with the distance driven
-# outside over the route. Their `location` is a placeholder, never a place to plot.
-ROUTE_WIDE_KINDS: frozenset[str] = frozenset({"outside_route_lanes"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,9 @@ class InfractionEvent:
     message: str
     frame: int
     time_s: float
-    location: tuple[float, float, float]
+    # None for an event that sums up the whole route and happens nowhere in particular (the
+    # Leaderboard's single outside-route-lanes event, emitted at the route's end)
+    location: tuple[float, float, float] | None
     actor_id: int | None = None
     data: dict = field(default_factory=dict)
 

@@ -232,13 +232,14 @@ class RouteRecorder:
         return np.concatenate([self._strip(sim, control, body.shape[1]), body], axis=0)
 
     def _draw_markers(self, bev: np.ndarray, ego_xy: np.ndarray, yaw: float) -> None:
-        located = [ev for ev in self._events if any(ev.location[:2])]
+        # route-wide events (no location) have no place to mark
+        located = [(ev, ev.location[:2]) for ev in self._events if ev.location is not None]
         if not located:
             return
-        xy = np.array([ev.location[:2] for ev in located], np.float64)
+        xy = np.array([loc for _, loc in located], np.float64)
         px = _ego_to_bev_px(world_to_ego(xy, ego_xy, yaw))
         active = {id(ev) for _, ev in self._banners}
-        for ev, (u, v) in zip(located, px.tolist(), strict=True):
+        for (ev, _), (u, v) in zip(located, px.tolist(), strict=True):
             if not (-10 < u < BEV_SIZE_PX + 10 and -10 < v < BEV_SIZE_PX + 10):
                 continue
             c = (int(round(u)), int(round(v)))

@@ -25,8 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from sim.ground_truth import ROUTE_WIDE_KINDS
-
 DETAILS_VERSION = 1
 SCORE_KEYS = ("score_composed", "score_route", "score_penalty")
 
@@ -253,8 +251,9 @@ def _details_route(doc: _Doc, raw: Any, i: int, base: Path) -> tuple[str, RouteD
         e = doc.obj(ev, f"{where}.infractions[{j}]")
         w = f"{where}.infractions[{j}]"
         kind = str(e.get("kind", ""))
-        # Files written before route-wide events got no place carry (0, 0) for them.
-        placed = kind not in ROUTE_WIDE_KINDS
+        # Details files written before route-wide events got no place carry (0, 0) for the
+        # outside-route-lanes event; it happens nowhere in particular.
+        placed = kind != "outside_route_lanes"
         located.append(
             LocatedInfraction(
                 kind=kind,

@@ -237,6 +237,7 @@ def test_driving_in_the_opposite_lane() -> None:
     assert events == []  # outside-lanes is reported once per route, not per tick
     ev = sim.criteria.outside_lanes_event(sim.frame, sim.time_s)
     assert ev is not None and ev.kind == "outside_route_lanes"
+    assert ev.location is None  # a route-wide event: no place (plots and videos skip it)
     assert re.fullmatch(
         r"Agent went outside its route lanes for about [\d.]+ meters \([\d.]+% of the completed route\)",
         ev.message,

@@ -30,6 +30,8 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
     vlm_mode: distilled                     # off | async | sync | distilled
     vlm_path: null                          # local HF VLM directory (default <checkpoint>/vlm)
     vlm_rate_hz: 2.0                        # [Hz] reasoning rate (async / sync)
+    vlm_worker: process                     # process | thread: where the VLM runs
+    vlm_threads: 1                          # torch threads of the VLM process
     device: cpu                             # torch device of the driving model
     threads: 1                              # torch threads of the control step
     seed: 0                                 # diffusion noise
@@ -93,6 +95,8 @@ class AgentConfig(BaseModel):
     vlm_mode: Literal["off", "async", "sync", "distilled"] = "distilled"
     vlm_path: Path | None = None
     vlm_rate_hz: float = Field(2.0, gt=0)
+    vlm_worker: Literal["process", "thread"] = "process"
+    vlm_threads: int = Field(1, ge=1)
     device: str = "cpu"
     threads: int = Field(1, ge=1)
     seed: int = 0
@@ -104,6 +108,8 @@ class AgentConfig(BaseModel):
             vlm_mode=self.vlm_mode,
             vlm_path=self.vlm_path,
             vlm_rate_hz=self.vlm_rate_hz,
+            vlm_worker=self.vlm_worker,
+            vlm_threads=self.vlm_threads,
             device=self.device,
             threads=self.threads,
             seed=self.seed,

@@ -9,8 +9,11 @@ Per 20 Hz tick: the camera frame is encoded once; the features of the frame 10 t
 (0.5 s) earlier are reused from a ring buffer as the history step, exactly the spacing the
 model was trained with. The reasoner (VLM) runs as configured:
 - `off`: no reasoning token (the planner's learned "no reasoning" embedding);
-- `async`: the VLM runs in a background thread at `vlm_rate_hz`; the last result is used;
+- `async`: the VLM runs in the background at `vlm_rate_hz`; the last result is used;
 - `sync`: the VLM runs inside run_step at `vlm_rate_hz` (slow; for analysis);
+In both, `vlm_worker: process` (default) serves the VLM from a child process
+(agent/reasoner/process.py) so its `generate` loop never holds the control step's GIL;
+`thread` keeps it in this process (one process less, a slower control step).
 - `distilled`: the model's distillation head predicts the VLM embedding and flags from
   the visual features; the VLM is not loaded.
 
@@ -18,6 +21,8 @@ Agent config (YAML, every key optional, unknown keys rejected):
     checkpoint: checkpoints/vlmdrive-tiny
     vlm_mode: distilled          # off | async | sync | distilled
     vlm_rate_hz: 2.0             # [Hz] reasoning rate in async / sync mode
+    vlm_worker: process          # process | thread: where the VLM runs (async / sync)
+    vlm_threads: 1               # torch threads of the VLM child process
     threads: 1                   # torch threads of the control step
     seed: 0                      # diffusion noise
 """
@@ -95,6 +100,8 @@ class ModelAgentConfig(BaseModel):
     vlm_mode: Literal["off", "async", "sync", "distilled"] = "distilled"
     vlm_path: Path | None = None  # a local HF VLM directory; default <checkpoint>/vlm
     vlm_rate_hz: float = Field(2.0, gt=0)
+    vlm_worker: Literal["process", "thread"] = "process"
+    vlm_threads: int = Field(1, ge=1)  # torch threads of the VLM child process
     device: str = "cpu"  # torch device of the driving model ("cpu", "cuda", "cuda:1"...)
     threads: int = Field(1, ge=1)
     seed: int = 0
@@ -122,12 +129,25 @@ class ModelDriver:
             maxlen=TICKS_PER_HISTORY_STEP * (self.steps - 1) + 1
         )
         self.runtime = None
+        self.vlm_process = None  # the ProcessReasoner, closed with the runtime
         if config.vlm_mode in ("async", "sync"):
             from agent.reasoner.runtime import ReasonerRuntime
-            from agent.reasoner.vlm import VLMReasoner
+            from agent.reasoner.types import ReasoningModel
 
             vlm_dir = config.vlm_path or Path(config.checkpoint) / VLM_DIR
-            vlm = VLMReasoner.from_pretrained(vlm_dir).eval()
+            vlm: ReasoningModel
+            if config.vlm_worker == "process":
+                from agent.reasoner.process import ProcessReasoner
+
+                if not Path(vlm_dir).is_dir():  # fail here, before a child process starts
+                    raise FileNotFoundError(
+                        f"vlm_path: reasoner directory {str(vlm_dir)!r} does not exist"
+                    )
+                vlm = self.vlm_process = ProcessReasoner(vlm_dir, threads=config.vlm_threads)
+            else:
+                from agent.reasoner.vlm import VLMReasoner
+
+                vlm = VLMReasoner.from_pretrained(vlm_dir).eval()
             self.runtime = ReasonerRuntime(vlm, config.vlm_mode, rate_hz=config.vlm_rate_hz)
         self.tick = 0
         self.trajectory: np.ndarray | None = None
@@ -229,6 +249,9 @@ class ModelDriver:
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
+        if self.vlm_process is not None:
+            self.vlm_process.close()
+            self.vlm_process = None
 
 
 class ModelAgent(AutonomousAgent):

@@ -6,7 +6,10 @@ one library route of the embedded simulator with the default sensor suite (one 2
 camera, GNSS, IMU, speedometer) and one torch thread for the control step, and times
 `run_step` only (not the simulator):
 - `distilled`: the VLM off, its distilled head on the visual features;
-- `async`: the VLM reasoning in a background thread at 2 Hz while the control step runs;
+- `async`: the VLM reasoning at 2 Hz of game time in its own process (the default
+  `vlm_worker: process`, agent/reasoner/process.py) while the control step runs;
+- `async, VLM thread`: the same with the VLM in a background thread of this process
+  (`vlm_worker: thread`), whose `generate` loop competes for the GIL;
 - `distilled, no guard`: the guard's own cost is the difference to `distilled`.
 Targets (issue 5): p50 <= 15 ms, p99 <= 40 ms. Also reported: the VLM's own reasoning
 rate on this CPU (reasonings completed per second of wall time, and per-call latency).
@@ -38,13 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SCENARIO = ROOT / "scenarios/library/eval/construction_left_fog.yaml"
 
 
-def run(checkpoint: Path, mode: str, seconds: float, guard: bool = True) -> dict:
+def run(
+    checkpoint: Path, mode: str, seconds: float, guard: bool = True, worker: str = "process"
+) -> dict:
     sim = LiteSimulator()
     spec = compile_scenario(sample(load_scenario(SCENARIO), n=1)[0], str(SCENARIO))
     sim.reset(spec, 0)
     DataProvider.set_simulator(sim)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
         config = {"checkpoint": str(checkpoint), "vlm_mode": mode, "threads": 1}
+        config["vlm_worker"] = worker
         yaml.safe_dump({**config, "safety": {"enabled": guard}}, f)
     agent = VLMDriveAgent("localhost", 2000, False)
     agent.set_global_plan(*agent_global_plan(agent, sim))
@@ -67,7 +73,9 @@ def run(checkpoint: Path, mode: str, seconds: float, guard: bool = True) -> dict
     os.unlink(f.name)
     ms = np.asarray(times[20:]) * 1000  # skip warm-up
     row = {
-        "mode": mode if guard else f"{mode}, no guard",
+        "mode": mode
+        + ("" if guard else ", no guard")
+        + (", VLM thread" if mode == "async" and worker == "thread" else ""),
         "ticks": len(times),
         "p50_ms": round(float(np.percentile(ms, 50)), 2),
         "p90_ms": round(float(np.percentile(ms, 90)), 2),
@@ -102,6 +110,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     rows = [run(args.checkpoint, mode, args.seconds) for mode in ("distilled", "async")]
+    rows.append(run(args.checkpoint, "async", args.seconds, worker="thread"))
     rows.append(run(args.checkpoint, "distilled", args.seconds, guard=False))
     report = {
         "host": platform.node(),

@@ -35,11 +35,15 @@ def checkpoint(tmp_path_factory) -> Path:
     return tmp / "ckpt"
 
 
-def drive(checkpoint: Path, tmp_path: Path, mode: str, ticks: int = 30) -> ModelAgent:
+def drive(
+    checkpoint: Path, tmp_path: Path, mode: str, ticks: int = 30, worker: str = "process"
+) -> ModelAgent:
     sim = LiteSimulator()
     sim.reset(compile_scenario(sample(load_scenario(SCENARIO), n=1)[0], str(SCENARIO)), 0)
     agent_cfg = tmp_path / "agent.yaml"
-    agent_cfg.write_text(yaml.safe_dump({"checkpoint": str(checkpoint), "vlm_mode": mode}))
+    agent_cfg.write_text(
+        yaml.safe_dump({"checkpoint": str(checkpoint), "vlm_mode": mode, "vlm_worker": worker})
+    )
     agent = ModelAgent("localhost", 2000, False)
     agent.set_global_plan(*agent_global_plan(agent, sim))
     agent.setup(str(agent_cfg))
@@ -57,9 +61,13 @@ def drive(checkpoint: Path, tmp_path: Path, mode: str, ticks: int = 30) -> Model
     return agent
 
 
-@pytest.mark.parametrize("mode", ["off", "distilled", "async", "sync"])
-def test_every_vlm_mode_drives(checkpoint: Path, tmp_path: Path, mode: str) -> None:
-    agent = drive(checkpoint, tmp_path, mode)
+@pytest.mark.parametrize(
+    ("mode", "worker"),
+    [("off", "process"), ("distilled", "process"), ("async", "process"), ("sync", "process")]
+    + [("async", "thread"), ("sync", "thread")],
+)
+def test_every_vlm_mode_drives(checkpoint: Path, tmp_path: Path, mode: str, worker: str) -> None:
+    agent = drive(checkpoint, tmp_path, mode, worker=worker)
     assert agent.planned_trajectory is not None
     assert agent.planned_trajectory.shape == (8, 2)
     assert np.isfinite(agent.planned_trajectory).all()
@@ -124,3 +132,34 @@ def test_dagger_collection_lets_the_model_drive_and_the_expert_label(
     index = json.loads((tmp_path / "model" / "index.json").read_text())
     assert index["args"]["dagger"] == str(agent_cfg)
     assert "--dagger" in (tmp_path / "model" / "README.md").read_text()
+
+
+def test_process_worker_serves_the_vlm_from_a_child_and_destroy_ends_it(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    import os
+
+    from agent.model_agent import ModelAgentConfig, ModelDriver
+    from agent.reasoner.process import ProcessReasoner
+
+    driver = ModelDriver(
+        ModelAgentConfig(checkpoint=checkpoint, vlm_mode="async", vlm_worker="process")
+    )
+    child = driver.vlm_process
+    assert isinstance(child, ProcessReasoner) and driver.runtime is not None
+    assert driver.runtime.model is child and child.pid not in (None, os.getpid())
+    pid = child.pid
+    driver.close()
+    assert not child.alive
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # type: ignore[arg-type]
+
+
+def test_missing_vlm_directory_is_named_before_a_child_starts(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    from agent.model_agent import ModelAgentConfig, ModelDriver
+
+    missing = tmp_path / "nowhere"
+    with pytest.raises(FileNotFoundError, match="vlm_path: .*nowhere"):
+        ModelDriver(ModelAgentConfig(checkpoint=checkpoint, vlm_mode="async", vlm_path=missing))

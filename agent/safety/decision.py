@@ -51,6 +51,7 @@ class ReasonCode(StrEnum):
     ALTERNATIVE_MODE = "ALTERNATIVE_MODE"  # a lower-scored candidate passes them: drive it
     # --- creep (the planner's path at a crawl after a long hold) ------------------------------
     CREEP = "CREEP"  # held still by PATH_BLOCKED / TTC / LOW_CONFIDENCE too long: creep on
+    UNSTICK = "UNSTICK"  # the planner itself stood too long, nothing perceived: creep on
     # --- speed cap (path kept, timing slowed) ----------------------------------------------
     STOPPING_DISTANCE = "STOPPING_DISTANCE"  # too fast to stop within sight (friction, fog)
     SPEED_CAP_CONSTRUCTION = "SPEED_CAP_CONSTRUCTION"  # construction flag

@@ -19,6 +19,9 @@
       3b. creep    held standing by PATH_BLOCKED / TTC / LOW_CONFIDENCE for creep_after_s
                    while the planner wants to move -> the planner's path at creep speed
                    for creep_duration_s (CREEP)
+      3c. unstick  the planner itself has stood still for unstick_after_s with every check
+                   passed, no red / yellow light and nothing perceived on a crawl along
+                   the navigation's route -> that crawl for creep_duration_s (UNSTICK)
       4. caps      stopping within sight (friction, visibility), construction and
                    pedestrian flags -> the chosen trajectory keeps its path and is
                    slowed to the lowest violated cap (time reparameterisation)
@@ -67,6 +70,20 @@ Policies, and why:
   `creep_after_s` standing held by those geometric checks, the planner's own trajectory is
   followed at `creep_speed_mps` for `creep_duration_s`; never past a red light, a camera or
   model fault. The price: a planner that really drives into something does so at a crawl.
+
+- Unstick (the "inertia" of imitation-learned planners, TransFuser's stuck detector: 55 s
+  standing -> move for 1.5 s; TransFuser++ only when no detected box is in front): a
+  planner that has stood keeps predicting standing, since the expert's data has speed 0
+  followed by speed 0 far more often than by a start. Measured on the eval suite (shipped
+  v3, guard off): the unprotected right turn took 290 s where the expert took 46 s, the
+  planner's plan under 3 m for minutes with a clear road and no light perceived. After
+  `unstick_after_s` standing or inching (slower than `creep_speed_mps`) under plans the
+  guard accepted, it drives along the navigation's route at `unstick_speed_mps` for
+  `creep_duration_s`
+  (ending early once the planner's own plan reaches farther) — only while no light is perceived red or yellow (the timer
+  restarts on one) and nothing of any kind, vehicles included, is perceived on that
+  crawl: a car queued behind a standing lead, or waiting for a pedestrian the heads see,
+  stays.
 
 `check` never raises for bad numbers: any exception inside is logged and becomes an
 emergency stop with GUARD_ERROR (`GuardConfig.raise_errors=True` re-raises instead, for
@@ -154,6 +171,10 @@ class GuardConfig(BaseModel):
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
     creep_duration_s: float = Field(4.0, gt=0.0)  # [s] one creep episode
     creep_min_plan_m: float = Field(1.0, ge=0.0)  # [m] the planner must want to move this far
+    unstick_after_s: float = Field(10.0, gt=0.0)  # [s] the planner's own stand before the
+    # guard crawls on (see the docstring); a legitimate wait has a perceived cause
+    unstick: bool = True  # crawl on after a long planner stand (see the docstring)
+    unstick_speed_mps: float = Field(3.0, gt=0.0)  # [m/s] the unstick crawl (10.8 km/h)
     handover_margin_m: float = Field(2.0, ge=0.0)  # [m] beyond the rules' comfortable stop
     # (see `handover_distance`): static obstacles / pedestrians farther than that are the
     # planner's to brake for or steer around
@@ -270,10 +291,14 @@ class SafetyGuard:
         self._start_time_s: float | None = None  # [s] game time of the route's first check
         self._held_since_s: float | None = None  # [s] the guard began holding the car still
         self._creep_until_s = -math.inf  # [s] end of the current creep
+        self._stood_since_s: float | None = None  # [s] the planner began standing (unstick)
+        self._unstick_until_s = -math.inf  # [s] end of the current unstick crawl
 
     def reset(self) -> None:
         self._held_since_s = None
         self._creep_until_s = -math.inf
+        self._stood_since_s = None
+        self._unstick_until_s = -math.inf
         self.rules.reset()
         self.camera.reset()
         self.last_view = None
@@ -310,12 +335,18 @@ class SafetyGuard:
         fallback: Fallback = "none"
         alternative = self._alternative(inputs, view, failed)
         creep = None if alternative is not None else self._creep(inputs, failed)
+        unstick = self._unstick(inputs, view, failed)
         if alternative is not None:
             trajectory, note = alternative
             failed = {ReasonCode.ALTERNATIVE_MODE: f"{_summary(failed)} -> {note}"}
             fallback = "candidate"
         elif creep is not None:
             trajectory, failed = creep, {ReasonCode.CREEP: ", ".join(sorted(failed))}
+        elif unstick is not None:
+            trajectory, failed = (
+                unstick,
+                {ReasonCode.UNSTICK: "planner stood; road perceived clear"},
+            )
         elif failed:
             route = self.fallback_route(inputs, failed)
             if route is not inputs.route_xy:
@@ -400,6 +431,52 @@ class SafetyGuard:
         return retime_to_speed_cap(
             inputs.trajectory, cfg.dt_s, inputs.speed_mps, cfg.creep_speed_mps, cfg.cap_decel_mps2
         )
+
+    def _unstick(
+        self, inputs: GuardInputs, view: ObstacleView, failed: dict[ReasonCode, str]
+    ) -> np.ndarray | None:
+        """A crawl along the navigation's route when the ego has stood for `unstick_after_s`
+        under an accepted plan with nothing perceived to explain it (see the module
+        docstring), else None. Called every tick: it keeps the stand timer and the crawl's
+        end time."""
+        cfg = self.config
+        now = inputs.time_s
+        light = perceived_light(inputs.perception.light, cfg.view.light_threshold)
+        if not cfg.unstick or failed or light in (TrafficLightState.Red, TrafficLightState.Yellow):
+            self._stood_since_s = None
+            self._unstick_until_s = -math.inf
+            return None
+        crawl = self._route_crawl(inputs, view)
+        crawling = now < self._unstick_until_s
+        if crawling and arc_lengths(inputs.trajectory)[-1] >= arc_lengths(crawl)[-1]:
+            self._unstick_until_s = -math.inf  # the planner drives on by itself
+            return None
+        if not crawling:
+            if inputs.speed_mps >= cfg.creep_speed_mps:
+                self._stood_since_s = None
+                return None
+            if self._stood_since_s is None:
+                self._stood_since_s = now
+            if now - self._stood_since_s < cfg.unstick_after_s:
+                return None
+        if self._contacts(crawl, view) or self._failures_of(crawl, inputs, view):
+            self._stood_since_s = now  # something is there after all: wait again
+            self._unstick_until_s = -math.inf
+            return None
+        if not crawling:
+            self._unstick_until_s = now + cfg.creep_duration_s
+            self._stood_since_s = None
+        return crawl
+
+    def _route_crawl(self, inputs: GuardInputs, view: ObstacleView) -> np.ndarray:
+        """(T, 2) the navigation's route ahead at `unstick_speed_mps` (the view's route starts
+        at the ego's projection and is carried on past its last target point)."""
+        cfg = self.config
+        num_poses = len(inputs.trajectory)
+        s = np.arange(1, num_poses + 1) * cfg.dt_s * cfg.unstick_speed_mps
+        route = view.route_xy
+        along = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(route, axis=0), axis=1))])
+        return np.stack([np.interp(s, along, route[:, 0]), np.interp(s, along, route[:, 1])], 1)
 
     def _source_failures(self, inputs: GuardInputs) -> dict[ReasonCode, str]:
         """Camera health and non-finite numbers: nothing to plan from."""

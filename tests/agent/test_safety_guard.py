@@ -773,3 +773,77 @@ def test_a_red_light_never_creeps(guard) -> None:
     for k in range(int((guard.config.creep_after_s + 2.0) / 0.05)):
         decision = guard.check(inputs(straight(8.0), speed=0.0, percept=red, time_s=k * 0.05))
         assert decision.reason != ReasonCode.CREEP
+
+
+# ----------------------------------------------------------------------------- unstick
+def stand_for(guard, seconds: float, percept=None, t0: float = 0.0, speed: float = 0.0):
+    """Feed `seconds` of standing plans (every pose at the ego) at 20 Hz: [(t, decision)]."""
+    out, t = [], t0
+    while t < t0 + seconds:
+        plan = np.zeros((T, 2))
+        out.append((t, guard.check(inputs(plan, speed=speed, percept=percept, time_s=t))))
+        t += 0.05
+    return out
+
+
+def test_a_planner_standing_on_a_clear_road_is_driven_on_along_the_route(guard) -> None:
+    """The imitation planner's inertia: it stands with nothing perceived. After
+    unstick_after_s the guard drives the route at unstick_speed_mps for creep_duration_s,
+    then waits again."""
+    cfg = guard.config
+    decisions = stand_for(guard, cfg.unstick_after_s + cfg.creep_duration_s + 1.0)
+    unstuck = [t for t, d in decisions if d.reason == ReasonCode.UNSTICK]
+    assert all(d.reason == ReasonCode.ACCEPTED for t, d in decisions if t < unstuck[0])
+    assert unstuck[0] == pytest.approx(cfg.unstick_after_s, abs=0.06)
+    assert unstuck[-1] - unstuck[0] == pytest.approx(cfg.creep_duration_s, abs=0.11)
+    crawl = next(d for t, d in decisions if d.reason == ReasonCode.UNSTICK)
+    assert crawl.intervened and crawl.fallback == "none"
+    assert np.allclose(crawl.trajectory[:, 1], 0.0)  # on the route (+x)
+    assert segment_speeds(crawl.trajectory, DT) == pytest.approx(cfg.unstick_speed_mps)
+    assert decisions[-1][1].reason == ReasonCode.ACCEPTED  # standing again: wait again
+
+
+@pytest.mark.parametrize(
+    ("cells", "light"),
+    [
+        ((("vehicle", 6.0, 0.0),), "none"),  # queued behind a standing lead
+        ((("pedestrian", 8.0, 0.0),), "none"),  # waiting for someone crossing
+        ((), "red"),
+        ((), "yellow"),
+    ],
+)
+def test_a_stand_with_a_perceived_cause_is_never_unstuck(guard, cells, light) -> None:
+    percept = perception(list(cells), light=light)
+    decisions = stand_for(guard, guard.config.unstick_after_s * 2, percept=percept)
+    assert all(d.reason != ReasonCode.UNSTICK for _, d in decisions)
+
+
+def test_a_red_light_during_the_stand_restarts_the_wait(guard) -> None:
+    cfg = guard.config
+    stand_for(guard, cfg.unstick_after_s - 1.0)
+    stand_for(guard, 0.5, percept=perception(light="red"), t0=cfg.unstick_after_s - 1.0)
+    after = stand_for(guard, cfg.unstick_after_s - 1.0, t0=cfg.unstick_after_s - 0.5)
+    assert all(d.reason != ReasonCode.UNSTICK for _, d in after)
+
+
+def test_inching_counts_as_standing_but_driving_does_not(guard) -> None:
+    cfg = guard.config
+    inching = stand_for(guard, cfg.unstick_after_s + 0.5, speed=cfg.creep_speed_mps * 0.5)
+    assert any(d.reason == ReasonCode.UNSTICK for _, d in inching)
+    guard.reset()
+    t, reasons = 0.0, []
+    while t < cfg.unstick_after_s + 1.0:  # slow, but a real plan: never a stand
+        reasons.append(guard.check(inputs(straight(1.6), speed=1.6, time_s=t)).reason)
+        t += 0.05
+    assert ReasonCode.UNSTICK not in reasons
+
+
+def test_the_crawl_ends_when_the_planner_drives_on_and_can_be_switched_off() -> None:
+    guard = SafetyGuard(GuardConfig(raise_errors=True))
+    cfg = guard.config
+    decisions = stand_for(guard, cfg.unstick_after_s + 0.5)
+    assert decisions[-1][1].reason == ReasonCode.UNSTICK
+    going = guard.check(inputs(straight(8.0), speed=1.0, time_s=cfg.unstick_after_s + 0.6))
+    assert going.reason == ReasonCode.ACCEPTED
+    off = SafetyGuard(GuardConfig(raise_errors=True, unstick=False))
+    assert all(d.reason == ReasonCode.ACCEPTED for _, d in stand_for(off, cfg.unstick_after_s * 2))

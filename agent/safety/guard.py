@@ -139,6 +139,16 @@ MIN_GRIP = 0.3  # [-] the rules' floor on friction / DRY_FRICTION
 CREEP_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.LOW_CONFIDENCE})
 # Failed checks another candidate of the planner may answer (see the docstring).
 ALTERNATIVE_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC})
+# Flags that explain a stand (unstick waits): a hazard the BEV head may not show.
+HAZARD_FLAGS = (
+    "construction",
+    "lane_closed",
+    "pedestrian_crossing",
+    "cut_in",
+    "lead_braking",
+    "red_light",
+    "obstacle",
+)
 # Failed checks that leave the planner's path trusted (the fallback follows it).
 PATH_ROUTE_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.RED_LIGHT})
 
@@ -442,7 +452,9 @@ class SafetyGuard:
         cfg = self.config
         now = inputs.time_s
         light = perceived_light(inputs.perception.light, cfg.view.light_threshold)
-        if not cfg.unstick or failed or light in (TrafficLightState.Red, TrafficLightState.Yellow):
+        hazard = any(inputs.perception.flag(f) >= cfg.view.flag_threshold for f in HAZARD_FLAGS)
+        stop_light = light in (TrafficLightState.Red, TrafficLightState.Yellow)
+        if not cfg.unstick or failed or stop_light or hazard:
             self._stood_since_s = None
             self._unstick_until_s = -math.inf
             return None

@@ -804,16 +804,19 @@ def test_a_planner_standing_on_a_clear_road_is_driven_on_along_the_route(guard) 
 
 
 @pytest.mark.parametrize(
-    ("cells", "light"),
+    ("cells", "light", "flags"),
     [
-        ((("vehicle", 6.0, 0.0),), "none"),  # queued behind a standing lead
-        ((("pedestrian", 8.0, 0.0),), "none"),  # waiting for someone crossing
-        ((), "red"),
-        ((), "yellow"),
+        ((("vehicle", 6.0, 0.0),), "none", ()),  # queued behind a standing lead
+        ((("pedestrian", 8.0, 0.0),), "none", ()),  # waiting for someone crossing
+        ((), "red", ()),
+        ((), "yellow", ()),
+        ((), "none", ("construction",)),  # props the BEV head may miss
+        ((), "none", ("obstacle",)),
+        ((), "none", ("pedestrian_crossing",)),
     ],
 )
-def test_a_stand_with_a_perceived_cause_is_never_unstuck(guard, cells, light) -> None:
-    percept = perception(list(cells), light=light)
+def test_a_stand_with_a_perceived_cause_is_never_unstuck(guard, cells, light, flags) -> None:
+    percept = perception(list(cells), light=light, flags=flags)
     decisions = stand_for(guard, guard.config.unstick_after_s * 2, percept=percept)
     assert all(d.reason != ReasonCode.UNSTICK for _, d in decisions)
 
@@ -824,6 +827,12 @@ def test_a_red_light_during_the_stand_restarts_the_wait(guard) -> None:
     stand_for(guard, 0.5, percept=perception(light="red"), t0=cfg.unstick_after_s - 1.0)
     after = stand_for(guard, cfg.unstick_after_s - 1.0, t0=cfg.unstick_after_s - 0.5)
     assert all(d.reason != ReasonCode.UNSTICK for _, d in after)
+
+
+def test_weather_flags_do_not_explain_a_stand(guard) -> None:
+    percept = perception(flags=("rain", "fog", "night", "glare"))
+    decisions = stand_for(guard, guard.config.unstick_after_s + 0.5, percept=percept)
+    assert decisions[-1][1].reason == ReasonCode.UNSTICK
 
 
 def test_inching_counts_as_standing_but_driving_does_not(guard) -> None:

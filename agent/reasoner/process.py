@@ -152,10 +152,9 @@ class ProcessReasoner:
     def _start(self) -> int:
         ours, theirs = socket.socketpair()
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        command = [sys.executable, "-m", __name__, str(theirs.fileno()), self.vlm_dir]
-        self._process = subprocess.Popen(
-            [*command, str(self.threads)], pass_fds=(theirs.fileno(),), env=env
-        )
+        fd = theirs.fileno()
+        command = [sys.executable, "-m", __name__, str(fd), self.vlm_dir, str(self.threads)]
+        self._process = subprocess.Popen(command, pass_fds=(fd,), env=env)
         theirs.close()  # the parent keeps one end only, so a dead child reads as EOF
         self._conn = conn = Connection(ours.detach())
         try:

@@ -116,19 +116,18 @@ def jerk_excess(trajectory: torch.Tensor) -> torch.Tensor:
 
 def bev_targets(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Occupancy (B, classes, rows, cols) in {0, 1}: a cell is occupied by a class when the
-    cell's centre lies in one of its boxes grown by half a cell."""
+    cell's centre lies in one of its boxes grown by half a cell (the box touches the cell)."""
     rows, cols = cfg.bev_shape
-    half = cfg.bev_cell_m / 2
-    xs = cfg.bev_x_m[0] + half + cfg.bev_cell_m * torch.arange(rows, device=obstacles.device)
-    ys = cfg.bev_y_m[0] + half + cfg.bev_cell_m * torch.arange(cols, device=obstacles.device)
-    gx, gy = torch.meshgrid(xs, ys, indexing="ij")
+    half_x, half_y = (size / 2 for size in cfg.cell_size)
+    xs, ys = (torch.as_tensor(c, dtype=obstacles.dtype) for c in cfg.cell_centres())
+    gx, gy = torch.meshgrid(xs.to(obstacles.device), ys.to(obstacles.device), indexing="ij")
     cells = torch.stack([gx.flatten(), gy.flatten()], dim=-1)  # (R*C, 2)
     rel = cells[None, :, None, :] - obstacles[:, None, :, 0:2]  # (B, R*C, M, 2)
     cos, sin = obstacles[:, None, :, 2].cos(), obstacles[:, None, :, 2].sin()
     along = rel[..., 0] * cos + rel[..., 1] * sin
     across = -rel[..., 0] * sin + rel[..., 1] * cos
-    inside = (along.abs() <= obstacles[:, None, :, 5] / 2 + half) & (
-        across.abs() <= obstacles[:, None, :, 6] / 2 + half
+    inside = (along.abs() <= obstacles[:, None, :, 5] / 2 + half_x) & (
+        across.abs() <= obstacles[:, None, :, 6] / 2 + half_y
     )
     inside = inside & mask[:, None, :]
     kind = obstacles[..., 7].long()  # (B, M)
@@ -171,10 +170,14 @@ def compute_losses(
         terms["align"] = (1 - F.cosine_similarity(traj_emb, targets.vlm_embedding, dim=-1)).mean()
         terms["distill_emb"] = F.mse_loss(out.distilled_embedding, targets.vlm_embedding)
     occupancy = bev_targets(cfg.perception, targets.obstacles, targets.obstacle_mask)
-    pos = occupancy.mean().clamp(1e-3, 0.5)
-    terms["bev"] = F.binary_cross_entropy_with_logits(
-        out.bev_logits, occupancy, pos_weight=((1 - pos) / pos).sqrt()
+    # Cells the camera cannot see (camera lift only) carry no evidence: not trained.
+    seen = getattr(model.perception, "seen", None)
+    weight = torch.ones_like(occupancy) if seen is None else seen.expand_as(occupancy).float()
+    pos = ((occupancy * weight).sum() / weight.sum()).clamp(1e-3, 0.5)
+    bce = F.binary_cross_entropy_with_logits(
+        out.bev_logits, occupancy, pos_weight=((1 - pos) / pos).sqrt(), reduction="none"
     )
+    terms["bev"] = (bce * weight).sum() / weight.sum()
     terms["light"] = F.cross_entropy(out.light_logits, targets.light_state)
     terms["distill_flags"] = F.binary_cross_entropy_with_logits(
         out.distilled_flags, targets.flags, pos_weight=flag_weight

@@ -53,7 +53,7 @@ def write_model_card(checkpoint: str | Path) -> Path:
     open_loop = _load(directory / "open_loop.json")
     closed = _load(directory / "closed_loop.json")
     speed = _load(directory / "speed.json")
-    enc, pl = cfg.encoder, cfg.planner
+    enc, pl, pe = cfg.encoder, cfg.planner, cfg.perception
     lines = [
         "# vlmdrive-tiny",
         "",
@@ -78,8 +78,10 @@ def write_model_card(checkpoint: str | Path) -> Path:
         f"(0.5 s); anchors noised to t={pl.infer_t} of {pl.train_timesteps}, {pl.denoise_steps} DDIM "
         f"steps, {pl.decoder_layers}-layer cascade decoder; conditioned on visual tokens, the "
         "reasoning embedding, speed, command and target point.",
-        "- Heads: BEV occupancy ahead (vehicle / pedestrian / static) and light state for the "
-        "safety layer; a distillation head predicting the VLM embedding, flags and intent.",
+        f"- Heads: BEV occupancy ahead ({' / '.join(pe.bev_classes)}; x {list(pe.bev_x_m)} m, "
+        f"y {list(pe.bev_y_m)} m, cells {pe.cell_size[0]:g} x {pe.cell_size[1]:g} m) and light "
+        "state for the safety layer; a distillation head predicting the VLM embedding, flags "
+        "and intent.",
         f"- Size on disk: {_size_mb(directory):.1f} MB (VLM {_size_mb(directory / VLM_DIR):.1f} MB).",
         "",
         "## Training",
@@ -135,8 +137,8 @@ def write_model_card(checkpoint: str | Path) -> Path:
             lines += [
                 "",
                 "Perception heads (what the safety guard plans from; BEV cells at probability "
-                f">= {perception['threshold']}, the corridor = the two cell columns beside the "
-                "ego, 0-28 m ahead):",
+                f">= {perception['threshold']}, the corridor = the cell columns reaching within "
+                "1.46 m of the ego's centre line, 0-28 m ahead):",
                 "",
                 "| class | grid P / R / IoU | corridor P / R / IoU | cells |",
                 "|---|---|---|---|",

@@ -10,8 +10,9 @@ the model's distillation head, VLM off):
 - intent accuracy;
 - perception (the auxiliary heads the safety guard plans from, source-independent): BEV
   occupancy precision / recall / IoU per class against `losses.bev_targets` of the
-  ground-truth obstacles, overall and in the ego's corridor (the two cell columns beside
-  the ego, 0-28 m ahead: what the guard's path checks read), and the light head's accuracy
+  ground-truth obstacles, overall and in the ego's corridor (the cell columns that reach
+  within 1.46 m of the ego's centre line, 0-28 m ahead: what the guard's path checks
+  read), and the light head's accuracy
   and red recall;
 - reasoning text similarity (VLM only): ROUGE-L F1 over words and exact-match rate of the
   generated text against the auto-labelled text, on up to `text_frames` frames.
@@ -75,6 +76,7 @@ def flag_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
 
 
 CORRIDOR_AHEAD_M = (0.0, 28.0)  # [m] rows of the corridor metric (the guard's reach)
+CORRIDOR_HALF_WIDTH_M = 1.46  # [m] the ego's half width (2.12 m / 2) + the guard's 0.4 m
 
 
 def _prf(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
@@ -99,15 +101,17 @@ def perception_metrics(
     """bev_pred / bev_truth bool (N, classes, rows, cols); light_pred / light_truth (N,)
     indices into LIGHT_STATES -> per-class BEV precision / recall / IoU (whole grid and the
     ego corridor) and light accuracy / red recall."""
-    rows, cols = grid.bev_shape
-    x = grid.bev_x_m[0] + grid.bev_cell_m * (np.arange(rows) + 0.5)
+    x, y = grid.cell_centres()
     ahead = (x >= CORRIDOR_AHEAD_M[0]) & (x <= CORRIDOR_AHEAD_M[1])
-    centre = slice(cols // 2 - 1, cols // 2 + 1)
+    # Columns that reach into the ego's swept corridor (half width + the guard's margin).
+    centre = np.abs(y) - grid.cell_size[1] / 2 < CORRIDOR_HALF_WIDTH_M
     bev: dict[str, Any] = {}
     for c, name in enumerate(grid.bev_classes):
         bev[name] = {
             "grid": _prf(bev_pred[:, c], bev_truth[:, c]),
-            "corridor": _prf(bev_pred[:, c][:, ahead, centre], bev_truth[:, c][:, ahead, centre]),
+            "corridor": _prf(
+                bev_pred[:, c][:, ahead][:, :, centre], bev_truth[:, c][:, ahead][:, :, centre]
+            ),
         }
     red = LIGHT_STATES.index("red")
     reds = light_truth == red

@@ -207,6 +207,50 @@ def test_geometry_losses() -> None:
     assert occ[0, 1:].sum() == 0 and occ[0, 0].sum() < 10
 
 
+def test_bev_targets_on_a_rectangular_grid_centred_on_the_ego() -> None:
+    # 2 m x 1 m cells, y in [-12.5, 12.5]: the middle column (12) spans y in [-0.5, 0.5].
+    cfg = PerceptionConfig(bev_y_m=(-12.5, 12.5), bev_cell_m=2.0, bev_cell_y_m=1.0)
+    assert cfg.bev_shape == (32, 25) and cfg.cell_size == (2.0, 1.0)
+    xs, ys = cfg.cell_centres()
+    assert xs[0] == -7.0 and ys[12] == 0.0 and ys[14] == 2.0
+    # A cone (0.4 m square) on the lane line 10.6 m ahead, y = 2.0: it touches only the
+    # cell x in [10, 12], y in [1.5, 2.5]; nothing in the ego's own columns (|y| <= 1.5).
+    cone = torch.tensor([[[10.6, 2.0, 0.0, 0.0, 0.0, 0.4, 0.4, 2.0]]])
+    occ = bev_targets(cfg, cone, torch.ones(1, 1, dtype=torch.bool))[0, 2]
+    assert occ.nonzero().tolist() == [[9, 14]]
+    # Moved 0.4 m inwards (y = 1.6, inner edge 1.4 m): it touches the column at y = 1 too.
+    cone[0, 0, 1] = 1.6
+    occ = bev_targets(cfg, cone, torch.ones(1, 1, dtype=torch.bool))[0, 2]
+    assert occ.nonzero().tolist() == [[9, 13], [9, 14]]
+
+
+def test_perception_head_is_multihead_attention_and_its_query_cache_follows_the_weights() -> None:
+    from agent.model.drive_model import PerceptionHead
+
+    torch.manual_seed(0)
+    head = PerceptionHead(SMALL)
+    tokens, pooled = torch.randn(2, 12, SMALL.d_model), torch.randn(2, SMALL.d_model)
+
+    def reference() -> torch.Tensor:  # the same weights through nn.MultiheadAttention
+        q = head.queries.expand(2, -1, -1)
+        attended = head.attn(q, tokens, tokens, need_weights=False)[0]
+        return head.cells(head.norm(q + attended)).transpose(1, 2).reshape(2, *head.shape)
+
+    with torch.no_grad():
+        torch.testing.assert_close(head(tokens, pooled)[0], reference())
+        before = head(tokens, pooled)[0]  # cached query projection from here on
+    # An optimiser step changes the weights in place: the cache must not outlive it.
+    opt = torch.optim.SGD(head.parameters(), lr=0.5)
+    head(tokens, pooled)[0].square().mean().backward()
+    opt.step()
+    with torch.no_grad():
+        after = head(tokens, pooled)[0]
+        torch.testing.assert_close(after, reference())
+        assert not torch.allclose(after, before)
+        head.load_state_dict(PerceptionHead(SMALL).state_dict())
+        torch.testing.assert_close(head(tokens, pooled)[0], reference())
+
+
 def test_a_few_training_steps_reduce_the_loss() -> None:
     model = make_model()
     x, t = batch(model, b=6)

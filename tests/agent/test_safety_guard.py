@@ -657,13 +657,41 @@ def test_occupied_cells_become_standing_boxes_of_their_class() -> None:
     got = {kind: tuple(xy) for kind, xy in zip(view.obstacle_kind, view.obstacle_xy, strict=True)}
     # Cell centres: x = -8 + 4 (r + 0.5), y = -16 + 4 (c + 0.5).
     assert got == {"vehicle": (22.0, 2.0), "pedestrian": (-6.0, -14.0), "static": (54.0, 10.0)}
-    assert np.all(view.obstacle_size == PerceptionViewConfig().cell_box_m)
+    assert np.all(view.obstacle_size == 4.0 * PerceptionViewConfig().cell_box_scale)
+    whole = view_from_perception(
+        percept, 5.0, np.array([[0.0, 0.0], [10.0, 0.0]]), PerceptionViewConfig(cell_box_scale=1.0)
+    )
+    assert np.all(whole.obstacle_size == 4.0)
     assert np.all(view.obstacle_velocity == 0.0) and np.all(view.obstacle_yaw == 0.0)
     assert len(set(view.obstacle_id.tolist())) == 3
     # Stable ids: the flat cell index.
     again = view_from_perception(percept, 9.0, np.array([[0.0, 0.0], [10.0, 0.0]]))
     assert np.array_equal(again.obstacle_id, view.obstacle_id)
     assert view.lights == ()
+
+
+def test_a_rectangular_grid_gives_cell_sized_boxes_the_ego_passes_beside() -> None:
+    # 2 m x 1 m cells centred on the ego (the shipped model's grid): a cone on the lane
+    # line (y = 2 m) is the box y in [1.5, 2.5], clear of the ego's corridor (1.06 + 0.4 m),
+    # so the expert's straight plan past it is accepted; the same cone one cell inwards
+    # (y = 1 m) blocks it.
+    grid = PerceptionConfig(bev_y_m=(-12.5, 12.5), bev_cell_m=2.0, bev_cell_y_m=1.0)
+    occ = np.zeros((3, *grid.bev_shape))
+    occ[2, 9, 14] = 0.9  # x in [10, 12], y in [1.5, 2.5]
+    percept = PerceptionOutputs(occ, np.array([0.97, 0.01, 0.01, 0.01]), np.zeros(len(FLAGS)))
+    whole = PerceptionViewConfig(cell_box_scale=1.0)
+    view = view_from_perception(percept, 5.0, np.array([[0.0, 0.0], [10.0, 0.0]]), whole, grid)
+    assert view.obstacle_xy.tolist() == [[11.0, 2.0]] and view.obstacle_size.tolist() == [
+        [2.0, 1.0]
+    ]
+    guard = SafetyGuard(GuardConfig(raise_errors=True, view=whole), grid=grid)
+    plan = straight(5.0)
+    assert guard.check(inputs(plan, speed=5.0, percept=percept)).reason == ReasonCode.ACCEPTED
+    occ[2, 9, 14], occ[2, 9, 13] = 0.0, 0.9
+    blocked = guard.check(
+        inputs(plan, speed=5.0, percept=PerceptionOutputs(occ, percept.light, percept.flags))
+    )
+    assert blocked.reason in (ReasonCode.PATH_BLOCKED, ReasonCode.TTC)
 
 
 def test_view_is_one_lane_on_the_route_from_the_ego() -> None:

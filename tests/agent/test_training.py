@@ -229,6 +229,15 @@ def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:
         "support": 3,
     }
     assert veh["corridor"] == {"precision": 1.0, "recall": 0.5, "iou": 0.5, "support": 2}
+    # A 1 m grid centred on the ego: the corridor is the columns reaching within 1.46 m
+    # of its centre line (y = -1, 0, 1), not the two beside it.
+    fine = PerceptionConfig(bev_y_m=(-12.5, 12.5), bev_cell_m=2.0, bev_cell_y_m=1.0)
+    rows, cols = fine.bev_shape
+    truth = np.zeros((1, len(fine.bev_classes), rows, cols), dtype=bool)
+    truth[0, v, 10, [11, 12, 13]] = True  # x 13 m, y -1 / 0 / 1: in the corridor
+    truth[0, v, 10, 10] = True  # y = -2 m: beside it
+    corridor = perception_metrics(truth, truth, np.zeros(1), np.zeros(1), fine)["bev"]["vehicle"]
+    assert corridor["corridor"]["support"] == 3 and corridor["grid"]["support"] == 4
     assert m["bev"]["pedestrian"]["grid"]["support"] == 0
     assert m["bev"]["pedestrian"]["grid"]["recall"] is None
     assert m["light_accuracy"] == 0.5 and m["red_light_recall"] == 0.5

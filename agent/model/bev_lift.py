@@ -16,9 +16,12 @@ Measured (`configs/tiny_lift.yaml` against the same recipe with attention, both 
 cells centred on the ego; 800 held-out eval-suite frames, cells 0-28 m ahead, p >= 0.5):
 vehicle precision / recall 0.19 / 0.27 (attention 0.09 / 0.15), static 0.18 / 0.20
 (0.14 / 0.09), pedestrians 0.08 / 0.05 over the whole grid (attention: none found). The
-head costs ~1 ms of the 20 Hz step. Closed loop (suite_quick, seed 0) the guarded agent
-scored lower than the shipped 4 m model (37.5 vs 42.7; attention 2 x 1 m: 46.8): the
-better grid alone did not carry over, so it is not the shipped default yet.
+head costs ~1 ms of the 20 Hz step. Closed loop (suite_quick, guard on, seeds 0 and 1,
+28 routes) the guarded agent scored lower than the shipped 4 m model: Driving Score 38.0
+vs 45.8 (paired -7.9 +- 4.7 SE), collisions 70 vs 42, while the guard intervened about
+half as often. Static recall in the ego's corridor is still ~0.06, so the guard, no
+longer stopped by phantom cells, also no longer stops for the cones it misses. Not the
+shipped default.
 
 Conventions: ego frame x forward, y left, z up [m]; the camera looks along +x with no
 pitch or roll (the default sensor suite); image u grows to the right, v downwards; a

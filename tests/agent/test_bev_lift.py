@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_model import batch, make_model
 
 from agent.model.bev_lift import CameraLiftPerception, project_cells, visible_cells
 from agent.model.checkpoint import load_drive_model, save_drive_model
 from agent.model.config import EncoderConfig, ModelConfig, PerceptionConfig
 from agent.model.losses import LossWeights, compute_losses
-from tests.agent.test_model import batch, make_model
 
-# The shipped grid: 2 x 1 m cells, x in [-8, 56], y in [-12.5, 12.5] (32 x 25).
+# configs/tiny_lift.yaml's grid: 2 x 1 m cells, x in [-8, 56], y in [-12.5, 12.5] (32 x 25).
 GRID = PerceptionConfig(bev_y_m=(-12.5, 12.5), bev_cell_m=2.0, bev_cell_y_m=1.0, lift="camera")
 W, H = 256, 128  # [px] the default front camera (fov 100 deg, x 1.3 m, z 2.3 m)
 FOCAL = W / (2 * math.tan(math.radians(50.0)))

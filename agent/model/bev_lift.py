@@ -50,7 +50,7 @@ def project_cells(
     xs, ys = cfg.cell_centres()
     x, y = np.meshgrid(xs, ys, indexing="ij")
     z = np.asarray(cfg.lift_heights_m, dtype=np.float64)
-    depth = (x - cfg.camera_x_m)[..., None] + 0.0 * z  # (R, C, H)
+    depth = np.broadcast_to((x - cfg.camera_x_m)[..., None], (*x.shape, len(z)))  # (R, C, H)
     focal = image_width / (2.0 * math.tan(math.radians(cfg.camera_fov_deg) / 2.0))
     safe = np.where(depth > MIN_DEPTH_M, depth, np.inf)
     u = image_width / 2.0 - focal * y[..., None] / safe

@@ -92,6 +92,10 @@ class PerceptionHead(nn.Module):
             nn.Linear(cfg.d_model, cfg.num_light_states),
         )
         self._projected: tuple[tuple[int, ...], torch.Tensor] | None = None
+        # Cells this head is trained on (all: attention may look anywhere; the camera lift
+        # masks the ones its camera cannot see). The BEV loss reads this.
+        self.seen: torch.Tensor
+        self.register_buffer("seen", torch.ones(rows, cols, dtype=torch.bool), persistent=False)
 
     def _query_projection(self) -> torch.Tensor:
         """(N, d) the queries through the attention's query projection; cached while no

@@ -170,9 +170,9 @@ def compute_losses(
         terms["align"] = (1 - F.cosine_similarity(traj_emb, targets.vlm_embedding, dim=-1)).mean()
         terms["distill_emb"] = F.mse_loss(out.distilled_embedding, targets.vlm_embedding)
     occupancy = bev_targets(cfg.perception, targets.obstacles, targets.obstacle_mask)
-    # Cells the camera cannot see (camera lift only) carry no evidence: not trained.
-    seen = getattr(model.perception, "seen", None)
-    weight = torch.ones_like(occupancy) if seen is None else seen.expand_as(occupancy).float()
+    # Cells the head cannot see (`perception.seen`: the camera lift's blind cells) carry no
+    # evidence: not trained.
+    weight = model.perception.seen.expand_as(occupancy).float()
     pos = ((occupancy * weight).sum() / weight.sum()).clamp(1e-3, 0.5)
     bce = F.binary_cross_entropy_with_logits(
         out.bev_logits, occupancy, pos_weight=((1 - pos) / pos).sqrt(), reduction="none"

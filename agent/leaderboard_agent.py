@@ -30,6 +30,7 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
     vlm_mode: distilled                     # off | async | sync | distilled
     vlm_path: null                          # local HF VLM directory (default <checkpoint>/vlm)
     vlm_rate_hz: 2.0                        # [Hz] reasoning rate (async / sync)
+    vlm_latency_s: null                     # [s] async: game-time VLM latency (reproducible)
     vlm_worker: process                     # process | thread: where the VLM runs
     vlm_threads: 1                          # torch threads of the VLM process
     device: cpu                             # torch device of the driving model
@@ -49,9 +50,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.model_agent import DEFAULT_CHECKPOINT, ModelAgentConfig, ModelDriver, ModelStep
+from agent.model_agent import (
+    DEFAULT_CHECKPOINT,
+    ModelAgentConfig,
+    ModelDriver,
+    ModelStep,
+    latency_needs_async,
+)
 from agent.safety import (
     GuardConfig,
     GuardInputs,
@@ -95,6 +102,7 @@ class AgentConfig(BaseModel):
     vlm_mode: Literal["off", "async", "sync", "distilled"] = "distilled"
     vlm_path: Path | None = None
     vlm_rate_hz: float = Field(2.0, gt=0)
+    vlm_latency_s: float | None = Field(None, gt=0, lt=2.0)  # see ModelAgentConfig
     vlm_worker: Literal["process", "thread"] = "process"
     vlm_threads: int = Field(1, ge=1)
     device: str = "cpu"
@@ -102,12 +110,15 @@ class AgentConfig(BaseModel):
     seed: int = 0
     safety: SafetyConfig = SafetyConfig()
 
+    _latency_needs_async = field_validator("vlm_latency_s")(latency_needs_async)
+
     def model_config_(self) -> ModelAgentConfig:
         return ModelAgentConfig(
             checkpoint=self.checkpoint,
             vlm_mode=self.vlm_mode,
             vlm_path=self.vlm_path,
             vlm_rate_hz=self.vlm_rate_hz,
+            vlm_latency_s=self.vlm_latency_s,
             vlm_worker=self.vlm_worker,
             vlm_threads=self.vlm_threads,
             device=self.device,

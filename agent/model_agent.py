@@ -21,6 +21,8 @@ Agent config (YAML, every key optional, unknown keys rejected):
     checkpoint: checkpoints/vlmdrive-tiny
     vlm_mode: distilled          # off | async | sync | distilled
     vlm_rate_hz: 2.0             # [Hz] reasoning rate in async / sync mode
+    vlm_latency_s: null          # [s] async only: reasonings land this much game time after
+                                 # their image (reproducible scores); null: wall clock
     vlm_worker: process          # process | thread: where the VLM runs (async / sync)
     vlm_threads: 1               # torch threads of the VLM child process
     threads: 1                   # torch threads of the control step
@@ -36,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from agent.data.schema import FLAGS, INTENTS
 from agent.model.checkpoint import VLM_DIR, load_drive_model
@@ -93,6 +95,14 @@ class ModelStep:
             )
 
 
+def latency_needs_async(value: float | None, info: ValidationInfo) -> float | None:
+    """`vlm_latency_s` is a property of the async runtime; elsewhere it would be ignored."""
+    mode = info.data.get("vlm_mode")
+    if value is not None and mode != "async":
+        raise ValueError(f"applies to vlm_mode 'async' only (vlm_mode is {mode!r})")
+    return value
+
+
 class ModelAgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -100,6 +110,15 @@ class ModelAgentConfig(BaseModel):
     vlm_mode: Literal["off", "async", "sync", "distilled"] = "distilled"
     vlm_path: Path | None = None  # a local HF VLM directory; default <checkpoint>/vlm
     vlm_rate_hz: float = Field(2.0, gt=0)
+    # Async only: model the VLM's latency in game time (agent.reasoner.runtime, "Reproducible
+    # async") so an evaluation scores the same on every run; None runs on the wall clock.
+    vlm_latency_s: float | None = Field(None, gt=0, lt=2.0)
+
+    @field_validator("vlm_latency_s")
+    @classmethod
+    def _latency_needs_async(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return latency_needs_async(value, info)
+
     vlm_worker: Literal["process", "thread"] = "process"
     vlm_threads: int = Field(1, ge=1)  # torch threads of the VLM child process
     device: str = "cpu"  # torch device of the driving model ("cpu", "cuda", "cuda:1"...)
@@ -148,7 +167,12 @@ class ModelDriver:
                 from agent.reasoner.vlm import VLMReasoner
 
                 vlm = VLMReasoner.from_pretrained(vlm_dir).eval()
-            self.runtime = ReasonerRuntime(vlm, config.vlm_mode, rate_hz=config.vlm_rate_hz)
+            self.runtime = ReasonerRuntime(
+                vlm,
+                config.vlm_mode,
+                rate_hz=config.vlm_rate_hz,
+                latency_s=config.vlm_latency_s,
+            )
         self.tick = 0
         self.trajectory: np.ndarray | None = None
         self.candidates: np.ndarray | None = None

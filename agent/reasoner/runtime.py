@@ -11,6 +11,19 @@ Modes:
 In both active modes `rate_hz` limits reasoning to one image per 1/rate_hz seconds of game
 time (`time_s` of the submit calls); submits in between are counted as `rate_limited`.
 
+Reproducible async (`latency_s` set, async mode only): free-running async is wall-clock
+driven, so *which* control tick first sees a reasoning depends on CPU load — a route run
+twice (or on a busier machine, or in a Ray worker beside another one) can diverge from the
+first tick a reasoning lands one tick later, and closed-loop driving amplifies that into a
+different score. With `latency_s` the runtime models the VLM's latency in game time
+instead: a reasoning lands exactly `latency_s` of game time after its image (on the first
+submit at or past that time; the worker still runs in the background, and that submit waits
+for it only if the VLM is slower in wall time than the simulation), and while one is in
+flight newer images are dropped. The sequence of reasonings and the ticks that see them are
+then a function of game time alone. This is how an evaluation in a synchronous simulator
+(CARLA's Leaderboard mode, the embedded simulator) should run an async VLM: the scores are
+those of a deployment whose VLM answers within `latency_s`.
+
 `latest()` is the last successful reasoning, reused by every control tick until a newer one
 lands. A model that raises (or returns a `Reasoning` with `error` set) never replaces it: the
 error is counted and kept in `last_error`. A reasoning slower than `timeout_s` (wall clock) is
@@ -69,6 +82,21 @@ class _Job:
     epoch: int  # `reset()` count when submitted; results of an older epoch are discarded
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    """One finished call of the model: its result or error, and its wall-clock time."""
+
+    job: _Job
+    result: Reasoning | None
+    error: str | None
+    elapsed_s: float
+
+
+# [s] wall clock a submit waits for a reasoning that is due in game time (`latency_s`) before
+# counting it as failed: only a hung model gets near it (the VLM reasons in ~50 ms here).
+LOCKSTEP_WAIT_S = 30.0
+
+
 class ReasonerRuntime:
     """See the module docstring. Thread-safe; `close()` (or `with`) stops the worker."""
 
@@ -79,11 +107,20 @@ class ReasonerRuntime:
         rate_hz: float = 2.0,
         timeout_s: float = 1.0,
         max_age_s: float = 2.0,
+        latency_s: float | None = None,
+        lockstep_wait_s: float = LOCKSTEP_WAIT_S,
     ):
         if mode not in MODES:
             raise ValueError(f"`mode` must be one of {list(MODES)}, got {mode!r}")
         if model is None and mode != "off":
             raise ValueError(f"`model` is required in mode {mode!r} (only 'off' runs without)")
+        if latency_s is not None:
+            if mode != "async":
+                raise ValueError(f"`latency_s` applies to mode 'async' only, not {mode!r}")
+            if not 0 < latency_s < max_age_s:
+                raise ValueError(
+                    f"`latency_s` must be > 0 and < max_age_s ({max_age_s}), got {latency_s}"
+                )
         for name, value in (
             ("rate_hz", rate_hz),
             ("timeout_s", timeout_s),
@@ -96,6 +133,8 @@ class ReasonerRuntime:
         self.rate_hz = rate_hz
         self.timeout_s = timeout_s
         self.max_age_s = max_age_s
+        self.latency_s = latency_s
+        self.lockstep_wait_s = lockstep_wait_s
         self._lock = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
@@ -111,6 +150,10 @@ class ReasonerRuntime:
         self._pending: _Job | None = None
         self._busy = False
         self._last_accept_s: float | None = None
+        # Game-time latency (`latency_s`): the job the worker was handed and, once it is
+        # done, its outcome, published when game time reaches job.time_s + latency_s.
+        self._in_flight: _Job | None = None
+        self._landed: _Outcome | None = None
         self._now_frame = 0
         self._now_s = 0.0
         self._counts = dict.fromkeys(
@@ -131,14 +174,21 @@ class ReasonerRuntime:
             return False
         with self._lock:
             self._now_frame, self._now_s = int(frame), float(time_s)
+            if self.latency_s is not None:
+                self._land_due()
             last = self._last_accept_s
             # A jump back in time is a new route: accept and restart the rate limit.
             if last is not None and last <= time_s < last + 1.0 / self.rate_hz - 1e-9:
                 self._counts["rate_limited"] += 1
                 return False
+            if self._in_flight is not None:  # game-time latency: the VLM is still busy
+                self._counts["dropped"] += 1
+                return False
             self._last_accept_s = float(time_s)
             self._counts["submitted"] += 1
             job = _Job(np.array(image_bgr, copy=True), int(frame), float(time_s), self._epoch)
+            if self.latency_s is not None:
+                self._in_flight = job
             if self.mode == "async":
                 if self._pending is not None:
                     self._counts["dropped"] += 1
@@ -216,19 +266,48 @@ class ReasonerRuntime:
             error = result.error
         except Exception as exc:  # the control loop must survive any model failure
             error = f"{type(exc).__name__}: {exc}"
-        elapsed = time.perf_counter() - t0
+        outcome = _Outcome(job, result, error, time.perf_counter() - t0)
         with self._lock:
             self._busy = False
             if self._closed or job.epoch != self._epoch:
                 return
-            if elapsed > self.timeout_s:
-                self._counts["timeouts"] += 1
-            if error is not None or result is None:
-                self._counts["errors"] += 1
-                self._last_error = f"frame {job.frame}: {error}"
-            elif self._now_s - job.time_s > self.max_age_s:
-                self._counts["stale"] += 1
-            else:
-                self._latest = result
-                self._latest_time_s = job.time_s
-                self._counts["completed"] += 1
+            if self.latency_s is None:
+                self._publish(outcome)
+            elif job is self._in_flight:  # published by the submit that reaches its due time
+                self._landed = outcome
+                self._lock.notify_all()
+
+    def _land_due(self) -> None:
+        """Game-time latency: publish the job in flight if game time has reached its landing
+        time, waiting for the worker if it is not done yet. Called with the lock held."""
+        job = self._in_flight
+        if job is None or self._now_s < job.time_s + self.latency_s - 1e-9:  # type: ignore[operator]
+            return
+        deadline = time.perf_counter() + self.lockstep_wait_s
+        while self._landed is None and not self._closed:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            self._lock.wait(left)
+        outcome = self._landed
+        if outcome is None:  # a hung model: give up on this image; its late result is ignored
+            outcome = _Outcome(
+                job, None, f"no result within {self.lockstep_wait_s:.0f} s (wall clock)", 0.0
+            )
+        self._in_flight = self._landed = None
+        self._publish(outcome)
+
+    def _publish(self, outcome: _Outcome) -> None:
+        """Count one finished reasoning and make it `latest` if it is usable (lock held)."""
+        job, result, error = outcome.job, outcome.result, outcome.error
+        if outcome.elapsed_s > self.timeout_s:
+            self._counts["timeouts"] += 1
+        if error is not None or result is None:
+            self._counts["errors"] += 1
+            self._last_error = f"frame {job.frame}: {error}"
+        elif self._now_s - job.time_s > self.max_age_s:
+            self._counts["stale"] += 1
+        else:
+            self._latest = result
+            self._latest_time_s = job.time_s
+            self._counts["completed"] += 1

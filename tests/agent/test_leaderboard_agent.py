@@ -299,3 +299,11 @@ def test_guard_off_lets_the_planner_drive(checkpoint: Path, tmp_path: Path) -> N
         assert r.agent.interventions == {"ticks": 5, "interventions": 0}
     finally:
         r.close()
+
+
+def test_vlm_latency_outside_async_mode_is_a_config_error(checkpoint: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"checkpoint: {checkpoint}\nvlm_mode: distilled\nvlm_latency_s: 0.1\n")
+    agent = VLMDriveAgent("localhost", 2000, False)
+    with pytest.raises(ScenarioError, match=r"bad\.yaml:3:\d+: vlm_latency_s: .*'async' only"):
+        agent.setup(str(bad))

@@ -150,3 +150,61 @@ def test_close_stops_the_worker():
     assert thread is not None and not thread.is_alive()
     with pytest.raises(RuntimeError, match="close"):
         rt.submit(IMAGE, frame=0, time_s=0.0)
+
+
+def _lockstep_run(model: FakeModel, ticks: int, **kwargs) -> list[int | None]:
+    """The frame of `latest()` seen by each 20 Hz control tick of a game-time-latency run."""
+    seen: list[int | None] = []
+    with ReasonerRuntime(model, mode="async", **kwargs) as rt:
+        for i in range(ticks):
+            rt.submit(IMAGE, frame=i, time_s=i * 0.05)
+            latest = rt.latest()
+            seen.append(None if latest is None else latest.frame)
+    return seen
+
+
+def test_game_time_latency_lands_on_the_same_tick_whatever_the_wall_clock():
+    # 2 Hz reasoning, 0.1 s (2 ticks) modelled latency: image i*10 lands at tick i*10 + 2.
+    expected = [None, None] + [10 * ((i - 2) // 10) for i in range(2, 41)]
+    fast = _lockstep_run(FakeModel(delay_s=0.0), 41, rate_hz=2.0, latency_s=0.1)
+    slow = _lockstep_run(FakeModel(delay_s=0.03), 41, rate_hz=2.0, latency_s=0.1)
+    assert fast == slow == expected
+
+
+def test_game_time_latency_waits_for_a_slow_model_and_drops_images_in_flight():
+    model = FakeModel(delay_s=0.2)  # slower in wall time than the 3 ticks it is given
+    with ReasonerRuntime(model, mode="async", rate_hz=1000.0, latency_s=0.15) as rt:
+        for i in range(3):
+            rt.submit(IMAGE, frame=i, time_s=i * 0.05)
+            assert rt.latest() is None  # still in flight: tick 1 and 2 are dropped
+        t0 = time.perf_counter()
+        rt.submit(IMAGE, frame=3, time_s=0.15)  # the landing tick waits for the worker
+        assert time.perf_counter() - t0 > 0.1
+        latest = rt.latest()
+        assert latest is not None and latest.frame == 0
+        status = rt.status()
+        assert status.dropped == 2 and status.submitted == 2 and status.age_frames == 3
+        # The landing tick's own image went in flight at once: the model reasons 0, 3, 6 ...
+        _wait_for(lambda: model.frames == [0, 3])
+
+
+def test_game_time_latency_gives_up_on_a_hung_model():
+    model = FakeModel(delay_s=0.5)
+    with ReasonerRuntime(
+        model, mode="async", rate_hz=1000.0, latency_s=0.05, lockstep_wait_s=0.1
+    ) as rt:
+        rt.submit(IMAGE, frame=0, time_s=0.0)
+        rt.submit(IMAGE, frame=1, time_s=0.05)  # due: waits 0.1 s, then counts an error
+        status = rt.status()
+        assert status.errors == 1 and "no result within" in (status.last_error or "")
+        assert rt.latest() is None and status.submitted == 2  # frame 1 went in flight
+        _wait_for(lambda: len(model.frames) == 2)  # frame 0's late result is ignored ...
+        rt.submit(IMAGE, frame=2, time_s=0.10)  # ... and frame 1 lands on time
+        assert rt.latest() is not None and rt.latest().frame == 1
+
+
+def test_game_time_latency_config_errors():
+    with pytest.raises(ValueError, match="`latency_s` applies to mode 'async'"):
+        ReasonerRuntime(FakeModel(), mode="sync", latency_s=0.1)
+    with pytest.raises(ValueError, match="`latency_s` must be > 0 and < max_age_s"):
+        ReasonerRuntime(FakeModel(), mode="async", latency_s=3.0, max_age_s=2.0)

@@ -31,7 +31,7 @@ test-all: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy sim scenarios agent
+	$(BIN)/mypy sim scenarios agent rl_finetune vlmdrive benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/bench_sim.py

@@ -81,7 +81,8 @@ def run_highway_env(steps: int) -> dict[str, float]:
             },
         },
     )
-    cfg = env.unwrapped.config
+    # highway-env's AbstractEnv has .config; gymnasium's Env type does not
+    cfg = env.unwrapped.config  # type: ignore[attr-defined]
     env.reset(seed=0)
     n = 0
     start = time.perf_counter()

@@ -281,7 +281,8 @@ class Encoded(NamedTuple):
     pooled: torch.Tensor  # (B, d)
     reasoning: torch.Tensor  # (B, E) distilled embedding
 
-    def index(self, idx: torch.Tensor | np.ndarray) -> Encoded:
+    def select(self, idx: torch.Tensor | np.ndarray) -> Encoded:
+        """The rows `idx` of every field (a minibatch). Not `index`: that is tuple.index."""
         rows = torch.as_tensor(idx, dtype=torch.long, device=self.tokens.device)
         return Encoded(self.tokens[rows], self.pooled[rows], self.reasoning[rows])
 

@@ -501,7 +501,7 @@ class FinetuneTrainer:
                     out["mode"][idx],
                     out["trajectory"][idx],
                     out["noise"][idx],
-                    encoded=None if encoded is None else encoded.index(idx),
+                    encoded=None if encoded is None else encoded.select(idx),
                 )
                 idx_t = torch.from_numpy(idx)
                 losses = ppo_loss(

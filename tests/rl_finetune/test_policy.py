@@ -179,7 +179,7 @@ def test_a_cached_encoding_gives_the_same_evaluation_and_gradients() -> None:
         torch.testing.assert_close(a, b)
     # Rows of a cached batch are the rows' own encodings.
     rows = torch.tensor([2, 0])
-    part = policy.encode(obs).index(rows)
+    part = policy.encode(obs).select(rows)
     torch.testing.assert_close(
         part.tokens, policy.encode(obs.index(rows)).tokens, atol=1e-5, rtol=0
     )

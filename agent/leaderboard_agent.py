@@ -228,7 +228,9 @@ class VLMDriveAgent(AutonomousAgent):
         else:
             trajectory, confidence = step.trajectory, step.confidence
             candidates, candidate_probs = step.candidates, step.scores
-            perception = PerceptionOutputs(step.bev_probs, step.light_probs, step.flag_probs)
+            perception = PerceptionOutputs(
+                step.bev_probs, step.light_probs, step.flag_probs, step.intent_probs
+            )
             route = route_from_targets(step.target_point, step.next_target_point)
         if self.guard is None:  # guard off: the planner drives (a broken plan still stops)
             if error is None and np.isfinite(trajectory).all():

@@ -67,7 +67,8 @@ class ModelStep:
     trajectory (T, 2) the highest-scoring mode; candidates (K, T, 2) and scores (K,)
     probabilities; confidence = the chosen mode's probability; bev_probs (classes, rows,
     cols) occupancy probabilities (PerceptionConfig grid); light_probs (LIGHT_STATES,);
-    flag_probs (FLAGS,) from the reasoning source in use; target points from navigation.
+    flag_probs (FLAGS,) and intent_probs (INTENTS,) from the reasoning source in use; target
+    points from navigation.
     """
 
     trajectory: np.ndarray
@@ -78,6 +79,7 @@ class ModelStep:
     light_probs: np.ndarray
     flag_probs: np.ndarray
     intent: str
+    intent_probs: np.ndarray  # (INTENTS,) from the reasoning source in use
     target_point: np.ndarray
     next_target_point: np.ndarray
 
@@ -233,6 +235,7 @@ class ModelDriver:
             light_probs=out.light_logits[0].softmax(-1).cpu().numpy(),
             flag_probs=np.asarray(flags, dtype=np.float32),
             intent=self.intent,
+            intent_probs=np.asarray(intent, dtype=np.float32),
             target_point=np.asarray(nav.target_point, dtype=np.float64),
             next_target_point=np.asarray(nav.next_target_point, dtype=np.float64),
         )

@@ -11,7 +11,9 @@
       3a. modes    only PATH_BLOCKED / TTC failed and the planner offered other candidates:
                    the highest-scored candidate (probability >= alternative_min_prob,
                    moving, near the route) that passes every check -> drive it
-                   (ALTERNATIVE_MODE); none passes:
+                   (ALTERNATIVE_MODE); none: the same for the lower-scored candidates
+                   that move to the side the reasoning's intent names (change left /
+                   right, pass opposite); none passes:
                    -> the rule set's plan on the perceived view, along the planner's own
                       path when only these geometric checks failed (else along the
                       navigation's route); if that plan is not finite or reaches an
@@ -105,7 +107,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.data.schema import LIGHT_RANGE_M, POSE_DT_S
+from agent.data.schema import INTENTS, LIGHT_RANGE_M, POSE_DT_S
 from agent.model.config import PerceptionConfig
 from agent.rules import ObstacleView, RulePlanner, RulesConfig
 from agent.rules.planner import DRY_FRICTION
@@ -143,6 +145,12 @@ MIN_GRIP = 0.3  # [-] the rules' floor on friction / DRY_FRICTION
 CREEP_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.LOW_CONFIDENCE})
 # Failed checks another candidate of the planner may answer (see the docstring).
 ALTERNATIVE_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC})
+# The intents (agent.data.schema.INTENTS) that name a side: +1 left, -1 right (ego frame).
+INTENT_SIDES: dict[str, float] = {
+    "change_left": 1.0,
+    "pass_opposite": 1.0,  # right-hand traffic: the oncoming lane is on the left
+    "change_right": -1.0,
+}
 # Flags that explain a stand (unstick waits): a hazard the BEV head may not show.
 HAZARD_FLAGS = (
     "construction",
@@ -203,6 +211,11 @@ class GuardConfig(BaseModel):
     # (and from the ego's heading): a zig-zag candidate is not a manoeuvre to trust
     alternative_max_offset_m: float = Field(5.0, gt=0.0)  # [m] its poses stay this close
     # to the navigation's route (about a lane and a half: passing, not turning off)
+    intent_alternatives: bool = True  # when no candidate qualifies by score, try the ones
+    # that move to the side the reasoning's intent names (see the docstring)
+    intent_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] intent probability needed
+    intent_min_shift_m: float = Field(1.5, gt=0.0)  # [m] a candidate's last pose this far
+    # to the intent's side of the chosen plan's counts as that manoeuvre
     raise_errors: bool = False  # re-raise internal errors instead of stopping (tests)
 
 
@@ -398,10 +411,18 @@ class SafetyGuard:
             and inputs.candidate_probs is not None
         ):
             return None
-        for k in np.argsort(-inputs.candidate_probs, kind="stable"):
-            prob = float(inputs.candidate_probs[k])
-            if not prob >= cfg.alternative_min_prob:  # sorted: the rest score lower (or NaN)
-                break
+        order = np.argsort(-inputs.candidate_probs, kind="stable")
+        by_score = [k for k in order if inputs.candidate_probs[k] >= cfg.alternative_min_prob]
+        tries = [(int(k), "") for k in by_score]
+        side = self._intent_side(inputs)
+        if side is not None:  # then the intent's side, best scored first, whatever the score
+            shift = inputs.candidates[:, -1, 1] - inputs.trajectory[-1, 1]
+            tries += [
+                (int(k), f", intent {side[1]}")
+                for k in order
+                if k not in by_score and side[0] * shift[k] >= cfg.intent_min_shift_m
+            ]
+        for k, why in tries:
             candidate = inputs.candidates[k]
             if (
                 not np.isfinite(candidate).all()
@@ -416,8 +437,25 @@ class SafetyGuard:
                 continue
             self._held_since_s = None
             self._creep_until_s = -math.inf
-            return candidate.copy(), f"mode {int(k)} (p {prob:.2f})"
+            prob = float(inputs.candidate_probs[k])
+            return candidate.copy(), f"mode {k} (p {prob:.2f}{why})"
         return None
+
+    def _intent_side(self, inputs: GuardInputs) -> tuple[float, str] | None:
+        """(+1 left / -1 right, the intent) when the reasoning names a lateral manoeuvre
+        (change left / right, pass in the opposite lane) with at least `intent_threshold`,
+        else None. The planner's scores rank its modes by how the expert drove similar
+        frames; the reasoning says which side is open. When every well-scored mode is
+        blocked, a lower-scored mode to that side that passes every check is the pass the
+        rules cannot plan (the perceived view has no lanes)."""
+        intent = inputs.perception.intent
+        if not self.config.intent_alternatives or intent is None:
+            return None
+        best = int(np.argmax(intent))
+        name = INTENTS[best]
+        if name not in INTENT_SIDES or not intent[best] >= self.config.intent_threshold:
+            return None
+        return INTENT_SIDES[name], name
 
     def _creep(self, inputs: GuardInputs, failed: dict[ReasonCode, str]) -> np.ndarray | None:
         """The planner's trajectory at creep speed when the guard has held the car standing

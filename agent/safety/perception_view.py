@@ -46,7 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.data.schema import FLAGS, LIGHT_STATES
+from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
 from agent.model.config import PerceptionConfig
 from agent.rules.planner import DRY_FRICTION
 from agent.rules.view import KINDS, ROUTE_STEP_M, ObstacleView
@@ -98,12 +98,15 @@ class PerceptionOutputs:
         `PerceptionConfig.cell_centres` — the layout of `agent.model.losses.bev_targets`.
     light: (len(LIGHT_STATES),) state of the light governing the route ahead.
     flags: (len(FLAGS),) edge-case flags (distilled head or VLM), FLAGS order.
+    intent: (len(INTENTS),) the reasoning's manoeuvre probabilities, INTENTS order, or None
+        (no reasoning source gives one). The guard reads it to choose the side of a pass.
     Shapes are checked here; values are not (a NaN is the guard's to catch).
     """
 
     occupancy: np.ndarray
     light: np.ndarray
     flags: np.ndarray
+    intent: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("occupancy", "light", "flags"):
@@ -112,7 +115,11 @@ class PerceptionOutputs:
             raise ValueError(
                 f"PerceptionOutputs.occupancy must be (classes, R, C), got {self.occupancy.shape}"
             )
-        for name, size in (("light", len(LIGHT_STATES)), ("flags", len(FLAGS))):
+        sizes = [("light", len(LIGHT_STATES)), ("flags", len(FLAGS))]
+        if self.intent is not None:
+            object.__setattr__(self, "intent", np.asarray(self.intent, dtype=np.float64))
+            sizes.append(("intent", len(INTENTS)))
+        for name, size in sizes:
             shape = getattr(self, name).shape
             if shape != (size,):
                 raise ValueError(f"PerceptionOutputs.{name} must be ({size},), got {shape}")
@@ -141,6 +148,7 @@ class PerceptionOutputs:
             np.isfinite(self.occupancy).all()
             and np.isfinite(self.light).all()
             and np.isfinite(self.flags).all()
+            and (self.intent is None or np.isfinite(self.intent).all())
         )
 
 

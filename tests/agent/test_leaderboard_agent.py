@@ -16,6 +16,7 @@ import pytest
 import yaml
 from test_training import config, write_dataset
 
+from agent.data.schema import INTENTS
 from agent.leaderboard_agent import VLMDriveAgent, get_entry_point
 from agent.reasoner.runtime import ReasonerRuntime
 from agent.reasoner.types import Reasoning
@@ -307,3 +308,14 @@ def test_vlm_latency_outside_async_mode_is_a_config_error(checkpoint: Path, tmp_
     agent = VLMDriveAgent("localhost", 2000, False)
     with pytest.raises(ScenarioError, match=r"bad\.yaml:3:\d+: vlm_latency_s: .*'async' only"):
         agent.setup(str(bad))
+
+
+def test_the_guard_reads_the_reasonings_intent(route: Route) -> None:
+    seen = []
+    check = route.agent.guard.check
+    route.agent.guard.check = lambda inputs: seen.append(inputs) or check(inputs)
+    route.tick()
+    intent = seen[-1].perception.intent
+    assert intent is not None and intent.shape == (len(INTENTS),)
+    assert np.isclose(intent.sum(), 1.0, atol=1e-4)
+    assert INTENTS[int(np.argmax(intent))] == route.agent.driver.intent

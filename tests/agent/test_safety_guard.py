@@ -4,6 +4,7 @@ from -16 m)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from agent.data.schema import FLAGS, LIGHT_STATES
+from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
 from agent.model.config import PerceptionConfig
 from agent.reasoner.runtime import RuntimeStatus
 from agent.rules.planner import RulesConfig
@@ -338,6 +339,59 @@ def test_a_blocked_plan_without_an_acceptable_candidate_falls_back_to_the_rules(
     )
     assert decision.reason == ReasonCode.PATH_BLOCKED, why
     assert decision.fallback == "rules", why
+
+
+def intent_probs(name: str, p: float = 0.9) -> np.ndarray:
+    probs = np.full(len(INTENTS), (1.0 - p) / (len(INTENTS) - 1))
+    probs[INTENTS.index(name)] = p
+    return probs
+
+
+@pytest.mark.parametrize(
+    ("intent", "p", "driven"),
+    [
+        ("change_right", 0.9, True),  # the reasoning names the open side: drive that mode
+        ("change_left", 0.9, False),  # the low-scored mode goes the other way
+        ("pass_opposite", 0.9, False),  # the oncoming lane is on the left too
+        ("change_right", 0.4, False),  # below intent_threshold
+        ("keep_lane", 0.9, False),  # no side named
+        (None, 0.0, False),  # no reasoning source
+    ],
+)
+def test_a_blocked_plan_takes_a_low_scored_mode_to_the_side_the_intent_names(
+    guard, intent, p, driven
+) -> None:
+    around = swerve(-3.5)  # clear of the box, but scored below alternative_min_prob
+    percept = perception(BLOCKED_AHEAD)
+    if intent is not None:
+        percept = dataclasses.replace(percept, intent=intent_probs(intent, p))
+    decision = guard.check(
+        with_modes(straight(8.0), [(swerve(2.0), 0.2), (around, 0.01)], speed=8.0, percept=percept)
+    )
+    if driven:
+        assert decision.reason == ReasonCode.ALTERNATIVE_MODE
+        assert np.array_equal(decision.trajectory, around)
+        assert "mode 2 (p 0.01, intent change_right)" in decision.detail
+    else:
+        assert decision.reason == ReasonCode.PATH_BLOCKED and decision.fallback == "rules"
+
+
+def test_the_intent_never_lets_a_blocked_mode_through(guard) -> None:
+    # The only mode to the right runs into a second box: the rules stop as without intent.
+    percept = dataclasses.replace(
+        perception([*BLOCKED_AHEAD, ("static", 18.0, -2.0)]), intent=intent_probs("change_right")
+    )
+    decision = guard.check(
+        with_modes(straight(8.0), [(swerve(-3.5), 0.01)], speed=8.0, percept=percept)
+    )
+    assert decision.reason == ReasonCode.PATH_BLOCKED and decision.fallback == "rules"
+
+
+def test_intent_probabilities_are_shape_checked() -> None:
+    with pytest.raises(ValueError, match="PerceptionOutputs.intent"):
+        dataclasses.replace(perception(), intent=np.ones(3))
+    bad = dataclasses.replace(perception(), intent=np.full(len(INTENTS), np.nan))
+    assert not bad.is_finite()
 
 
 def test_only_geometric_failures_look_for_another_mode(guard) -> None:

@@ -58,15 +58,17 @@ train: data
 	$(BIN)/vlmdrive train --config configs/tiny.yaml
 
 # Closed loop on the held-out eval suite (EVAL_SUITE; the default is its first variation of
-# every scenario, 14 routes — suite.yaml has all 55): the expert, the guarded agent and the
-# unguarded agent in the same run, then the speed benchmark; all land in the model card.
+# every scenario, 14 routes — suite.yaml has all 55): the expert, the guarded agent, the
+# unguarded agent and the agent with the full VLM in the loop (configs/agent_vlm.yaml) in
+# the same run, then the speed benchmark; all land in the model card.
 EVAL_SUITE ?= scenarios/library/eval/suite_quick.yaml
 eval-model: setup
 	$(BIN)/vlmdrive eval --agent expert --suite $(EVAL_SUITE) --out $(OUT)/eval-expert/results.json --workers 2 --quiet
 	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-agent/results.json --workers 2 --quiet
 	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent_no_guard.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-agent-no-guard/results.json --workers 2 --quiet
+	$(BIN)/vlmdrive eval --agent agent/leaderboard_agent.py --agent-config configs/agent_vlm.yaml --suite $(EVAL_SUITE) --out $(OUT)/eval-agent-vlm/results.json --workers 2 --quiet
 	$(BIN)/python benchmarks/bench_agent.py --json > $(OUT)/bench_agent.json
-	$(BIN)/vlmdrive model-card checkpoints/vlmdrive-tiny --agent-results $(OUT)/eval-agent/results.json --unguarded-results $(OUT)/eval-agent-no-guard/results.json --expert-results $(OUT)/eval-expert/results.json --speed $(OUT)/bench_agent.json
+	$(BIN)/vlmdrive model-card checkpoints/vlmdrive-tiny --agent-results $(OUT)/eval-agent/results.json --vlm-results $(OUT)/eval-agent-vlm/results.json --unguarded-results $(OUT)/eval-agent-no-guard/results.json --expert-results $(OUT)/eval-expert/results.json --speed $(OUT)/bench_agent.json
 
 # A short closed-loop PPO fine-tuning job from the shipped checkpoint (configs/finetune.yaml:
 # 2 envs, 64-step rollouts, the shield on; a few minutes on 2 cores). The result,

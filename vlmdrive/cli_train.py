@@ -149,6 +149,10 @@ def model_card(
     expert_results: Annotated[
         Path | None, typer.Option(help="results.json of the expert on the same suite.")
     ] = None,
+    vlm_results: Annotated[
+        Path | None,
+        typer.Option(help="results.json of the agent with the full VLM (configs/agent_vlm.yaml)."),
+    ] = None,
     speed: Annotated[Path | None, typer.Option(help="bench_agent.py --json output.")] = None,
 ) -> None:
     """(Re)write the checkpoint's model card from its metrics files; with results files,
@@ -158,6 +162,8 @@ def model_card(
     if agent_results is not None:
         rows = [{"agent": "vlmdrive-tiny + guard", **_global(agent_results)}]
         closed: dict = {"rows": rows}
+        if vlm_results is not None:
+            rows.append({"agent": "vlmdrive-tiny + guard, VLM async", **_global(vlm_results)})
         if unguarded_results is not None:
             rows.append({"agent": "vlmdrive-tiny, guard off", **_global(unguarded_results)})
         if expert_results is not None:

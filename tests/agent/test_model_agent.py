@@ -36,13 +36,22 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def drive(
-    checkpoint: Path, tmp_path: Path, mode: str, ticks: int = 30, worker: str = "process"
+    checkpoint: Path,
+    tmp_path: Path,
+    mode: str,
+    ticks: int = 30,
+    worker: str = "process",
+    trace: list | None = None,
+    **extra,
 ) -> ModelAgent:
+    """Drive the model agent `ticks` ticks on SCENARIO; `trace` collects each tick's plan."""
     sim = LiteSimulator()
     sim.reset(compile_scenario(sample(load_scenario(SCENARIO), n=1)[0], str(SCENARIO)), 0)
     agent_cfg = tmp_path / "agent.yaml"
     agent_cfg.write_text(
-        yaml.safe_dump({"checkpoint": str(checkpoint), "vlm_mode": mode, "vlm_worker": worker})
+        yaml.safe_dump(
+            {"checkpoint": str(checkpoint), "vlm_mode": mode, "vlm_worker": worker, **extra}
+        )
     )
     agent = ModelAgent("localhost", 2000, False)
     agent.set_global_plan(*agent_global_plan(agent, sim))
@@ -54,6 +63,8 @@ def drive(
         for _ in range(ticks):
             data = sim.tick(control)
             control = agent.run_step(data, sim.time_s)
+            if trace is not None:
+                trace.append((agent.planned_trajectory.copy(), agent.driver.reasoning_text))
             assert isinstance(control, VehicleControl)
             assert 0 <= control.throttle <= 1 and -1 <= control.steer <= 1
     finally:
@@ -74,6 +85,22 @@ def test_every_vlm_mode_drives(checkpoint: Path, tmp_path: Path, mode: str, work
     assert agent.driver.candidates is not None and agent.driver.candidates.shape[1:] == (8, 2)
     if mode == "sync":  # reasoned at least once at 2 Hz over 1.5 s of game time
         assert agent.reasoning_text
+
+
+def test_async_vlm_with_game_time_latency_drives_the_same_twice(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    """`vlm_latency_s`: the reasoning lands on a tick fixed by game time, so two drives
+    (a busy machine or an idle one) plan the same trajectories tick by tick."""
+    runs: list[list] = [[], []]
+    for trace in runs:
+        drive(checkpoint, tmp_path, "async", 24, "thread", trace, vlm_latency_s=0.1)
+    for (plan_a, text_a), (plan_b, text_b) in zip(*runs, strict=True):
+        np.testing.assert_array_equal(plan_a, plan_b)
+        assert text_a == text_b
+    texts = [text for _, text in runs[0]]
+    # 2 Hz from tick 0, 0.1 s (2 ticks) latency: nothing before tick 2, then a reasoning.
+    assert texts[:2] == ["", ""] and texts[2] and texts[2] == texts[11]
 
 
 def test_bad_agent_config_names_the_field(checkpoint: Path, tmp_path: Path) -> None:

@@ -414,7 +414,7 @@ class SafetyGuard:
         order = np.argsort(-inputs.candidate_probs, kind="stable")
         by_score = [k for k in order if inputs.candidate_probs[k] >= cfg.alternative_min_prob]
         tries = [(int(k), "") for k in by_score]
-        side = self._intent_side(inputs)
+        side = self._intent_side(inputs) if set(failed) == {ReasonCode.PATH_BLOCKED} else None
         if side is not None:  # then the intent's side, best scored first, whatever the score
             shift = inputs.candidates[:, -1, 1] - inputs.trajectory[-1, 1]
             tries += [
@@ -446,8 +446,11 @@ class SafetyGuard:
         (change left / right, pass in the opposite lane) with at least `intent_threshold`,
         else None. The planner's scores rank its modes by how the expert drove similar
         frames; the reasoning says which side is open. When every well-scored mode is
-        blocked, a lower-scored mode to that side that passes every check is the pass the
-        rules cannot plan (the perceived view has no lanes)."""
+        blocked by a static obstacle or pedestrian (PATH_BLOCKED alone), a lower-scored
+        mode to that side that passes every check is the pass the rules cannot plan (the
+        perceived view has no lanes). Not for TTC: swerving into another lane at a low
+        score is no answer to a braking lead or a cut-in (measured, suite_quick seed 0:
+        with TTC included, the hard-brake and cut-in routes lost 16 and 10 DS)."""
         intent = inputs.perception.intent
         if not self.config.intent_alternatives or intent is None:
             return None

@@ -387,6 +387,24 @@ def test_the_intent_never_lets_a_blocked_mode_through(guard) -> None:
     assert decision.reason == ReasonCode.PATH_BLOCKED and decision.fallback == "rules"
 
 
+def test_the_intent_does_not_swerve_for_a_vehicle_reached_too_soon(guard) -> None:
+    # TTC alone (a braking lead, a cut-in): a low-scored lane change is no answer.
+    percept = dataclasses.replace(
+        perception([("vehicle", 6.0, 1.0)]), intent=intent_probs("change_right")
+    )
+    decision = guard.check(
+        with_modes(
+            straight(
+                5.0,
+            ),
+            [(swerve(-3.5, 5.0), 0.01)],
+            speed=5.0,
+            percept=percept,
+        )
+    )
+    assert decision.reasons == (ReasonCode.TTC,) and decision.fallback == "rules"
+
+
 def test_intent_probabilities_are_shape_checked() -> None:
     with pytest.raises(ValueError, match="PerceptionOutputs.intent"):
         dataclasses.replace(perception(), intent=np.ones(3))

@@ -280,8 +280,13 @@ class ReasonerRuntime:
     def _land_due(self) -> None:
         """Game-time latency: publish the job in flight if game time has reached its landing
         time, waiting for the worker if it is not done yet. Called with the lock held."""
-        job = self._in_flight
-        if job is None or self._now_s < job.time_s + self.latency_s - 1e-9:  # type: ignore[operator]
+        job, latency = self._in_flight, self.latency_s
+        if job is None or latency is None:
+            return
+        if self._now_s < job.time_s:  # time went back: a new route; its result is ignored
+            self._in_flight = self._landed = None
+            return
+        if self._now_s < job.time_s + latency - 1e-9:
             return
         deadline = time.perf_counter() + self.lockstep_wait_s
         while self._landed is None and not self._closed:

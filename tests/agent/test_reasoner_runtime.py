@@ -203,6 +203,16 @@ def test_game_time_latency_gives_up_on_a_hung_model():
         assert rt.latest() is not None and rt.latest().frame == 1
 
 
+def test_game_time_latency_forgets_the_reasoning_in_flight_when_time_goes_back():
+    model = FakeModel()
+    with ReasonerRuntime(model, mode="async", rate_hz=2.0, latency_s=0.5) as rt:
+        rt.submit(IMAGE, frame=100, time_s=10.0)  # in flight until 10.5 s
+        assert rt.submit(IMAGE, frame=0, time_s=0.0)  # a new route starts at once
+        rt.submit(IMAGE, frame=10, time_s=0.5)  # ... and its own image lands on time
+        latest = rt.latest()
+        assert latest is not None and latest.frame == 0
+
+
 def test_game_time_latency_config_errors():
     with pytest.raises(ValueError, match="`latency_s` applies to mode 'async'"):
         ReasonerRuntime(FakeModel(), mode="sync", latency_s=0.1)

@@ -11,9 +11,10 @@
       3a. modes    only PATH_BLOCKED / TTC failed and the planner offered other candidates:
                    the highest-scored candidate (probability >= alternative_min_prob,
                    moving, near the route) that passes every check -> drive it
-                   (ALTERNATIVE_MODE); none: the same for the lower-scored candidates
-                   that move to the side the reasoning's intent names (change left /
-                   right, pass opposite); none passes:
+                   (ALTERNATIVE_MODE); none, and PATH_BLOCKED alone failed: the same
+                   for the lower-scored candidates that move to the side the
+                   reasoning's intent names (change left / right, pass opposite);
+                   none passes:
                    -> the rule set's plan on the perceived view, along the planner's own
                       path when only these geometric checks failed (else along the
                       navigation's route); if that plan is not finite or reaches an

@@ -361,6 +361,7 @@ def intent_probs(name: str, p: float = 0.9) -> np.ndarray:
 def test_a_blocked_plan_takes_a_low_scored_mode_to_the_side_the_intent_names(
     guard, intent, p, driven
 ) -> None:
+    guard = SafetyGuard(GuardConfig(raise_errors=True, intent_alternatives=True))
     around = swerve(-3.5)  # clear of the box, but scored below alternative_min_prob
     percept = perception(BLOCKED_AHEAD)
     if intent is not None:
@@ -377,6 +378,7 @@ def test_a_blocked_plan_takes_a_low_scored_mode_to_the_side_the_intent_names(
 
 
 def test_the_intent_never_lets_a_blocked_mode_through(guard) -> None:
+    guard = SafetyGuard(GuardConfig(raise_errors=True, intent_alternatives=True))
     # The only mode to the right runs into a second box: the rules stop as without intent.
     percept = dataclasses.replace(
         perception([*BLOCKED_AHEAD, ("static", 18.0, -2.0)]), intent=intent_probs("change_right")
@@ -388,6 +390,7 @@ def test_the_intent_never_lets_a_blocked_mode_through(guard) -> None:
 
 
 def test_the_intent_does_not_swerve_for_a_vehicle_reached_too_soon(guard) -> None:
+    guard = SafetyGuard(GuardConfig(raise_errors=True, intent_alternatives=True))
     # TTC alone (a braking lead, a cut-in): a low-scored lane change is no answer.
     percept = dataclasses.replace(
         perception([("vehicle", 6.0, 1.0)]), intent=intent_probs("change_right")

@@ -127,11 +127,27 @@ def test_setup_before_the_global_plan_also_works(checkpoint: Path, tmp_path: Pat
         r.close()
 
 
-def test_bad_agent_config_names_file_line_and_field(checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (
+            "safety:\n  guard:\n    ttc_threshold: 1.0\n",
+            r"bad\.yaml:4:5: safety\.guard\.ttc_threshold",
+        ),
+        # vlm_latency_s is a property of the async runtime only
+        (
+            "vlm_mode: distilled\nvlm_latency_s: 0.1\n",
+            r"bad\.yaml:3:\d+: vlm_latency_s: .*'async' only",
+        ),
+    ],
+)
+def test_bad_agent_config_names_file_line_and_field(
+    checkpoint: Path, tmp_path: Path, body: str, error: str
+) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"checkpoint: {checkpoint}\nsafety:\n  guard:\n    ttc_threshold: 1.0\n")
+    bad.write_text(f"checkpoint: {checkpoint}\n{body}")
     agent = VLMDriveAgent("localhost", 2000, False)
-    with pytest.raises(ScenarioError, match=r"bad\.yaml:4:5: safety\.guard\.ttc_threshold"):
+    with pytest.raises(ScenarioError, match=error):
         agent.setup(str(bad))
 
 
@@ -300,14 +316,6 @@ def test_guard_off_lets_the_planner_drive(checkpoint: Path, tmp_path: Path) -> N
         assert r.agent.interventions == {"ticks": 5, "interventions": 0}
     finally:
         r.close()
-
-
-def test_vlm_latency_outside_async_mode_is_a_config_error(checkpoint: Path, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(f"checkpoint: {checkpoint}\nvlm_mode: distilled\nvlm_latency_s: 0.1\n")
-    agent = VLMDriveAgent("localhost", 2000, False)
-    with pytest.raises(ScenarioError, match=r"bad\.yaml:3:\d+: vlm_latency_s: .*'async' only"):
-        agent.setup(str(bad))
 
 
 def test_the_guard_reads_the_reasonings_intent(route: Route) -> None:

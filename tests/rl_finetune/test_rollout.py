@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 import pytest
+import yaml
 from gymnasium import spaces
 
 from agent.rules import view_from_ground_truth
@@ -120,7 +121,9 @@ def test_finetune_env_refuses_the_eval_suite_and_seeds_per_index() -> None:
         FinetuneEnv([world()], shield=ShieldConfig(dt_s=0.25))
     train = "scenarios/library/train/suite.yaml"
     a, b = (make_finetune_env(train, seed=0, index=i) for i in (0, 1))
-    assert len(a.sources) == 15 and a.weights.max() > a.weights.min()  # repetitions weigh
+    entries = yaml.safe_load(Path(train).read_text())["scenarios"]
+    assert len(a.sources) == len(entries) >= 17  # one source per suite entry
+    assert a.weights.max() > a.weights.min()  # repetitions weigh
     assert a.np_random.integers(1 << 30) != b.np_random.integers(1 << 30)
 
 

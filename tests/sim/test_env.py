@@ -4,6 +4,7 @@ terms on scripted drives, terminations, privileged info, determinism, vector env
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import gymnasium
 import numpy as np
@@ -54,11 +55,21 @@ def _straight_env(**kwargs) -> DrivingEnv:
 
 # ------------------------------------------------------------------ registry / API
 def test_one_registered_id_per_library_scenario() -> None:
-    assert len(LIBRARY_ENV_IDS) == 29
+    # Every scenario file of both splits, and nothing else: bases (`_*.yaml`) and suite
+    # files (`suite*.yaml`) are not scenarios.
+    library = Path(__file__).resolve().parents[2] / "scenarios" / "library"
+    files = {
+        p.resolve()
+        for split in ("train", "eval")
+        for p in (library / split).glob("*.yaml")
+        if not p.name.startswith(("_", "suite"))
+    }
+    assert len(files) >= 31  # 17 train + 14 eval when this was written
+    assert {path.resolve() for path in LIBRARY_ENV_IDS.values()} == files
+    assert len(LIBRARY_ENV_IDS) == len(files)
     for env_id, path in LIBRARY_ENV_IDS.items():
         assert env_id in gymnasium.registry
         assert env_id == f"vlmdrive/{load_scenario(path).name}-v0"
-        assert not path.name.startswith("_") and path.name != "suite.yaml"
     assert GENERIC_ENV_ID in gymnasium.registry
 
 

@@ -75,7 +75,8 @@ def _summary_line(metrics: dict) -> str:
             m = metrics[source]
             parts.append(
                 f"{source}: L2@1/2/3s {m['L2@1s']:.2f}/{m['L2@2s']:.2f}/{m['L2@3s']:.2f} m, "
-                f"collisions {m['collision_rate']:.1%}, flag recall {m['flags']['macro_recall']}, "
+                f"collisions {m['collision_rate']:.1%}, flag recall {m['flags']['macro_recall']} "
+                f"(events {m['flags'].get('macro_event_recall')}), "
                 f"intent acc {m['intent_accuracy']:.2f}"
             )
     if "vlm" in metrics and "text" in metrics["vlm"]:

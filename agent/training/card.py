@@ -128,10 +128,28 @@ def write_model_card(checkpoint: str | Path) -> Path:
         )
         if flags:
             lines += ["", "Per-flag precision / recall (distilled head):", ""]
-            lines.append("| flag | precision | recall | support |")
-            lines.append("|---|---|---|---|")
+            lines.append(
+                "| flag | precision | frame recall | frames | event recall | events "
+                "| frames to detect |"
+            )
+            lines.append("|---|---|---|---|---|---|---|")
             for name, v in flags.items():
-                lines.append(f"| {name} | {v['precision']} | {v['recall']} | {v['support']} |")
+                lines.append(
+                    f"| {name} | {v['precision']} | {v['recall']} | {v['support']} | "
+                    f"{v.get('event_recall', '-')} | {v.get('events', '-')} | "
+                    f"{v.get('frames_to_detect', '-')} |"
+                )
+            source_flags = open_loop.get("distilled", open_loop.get("vlm", {})).get("flags", {})
+            if source_flags.get("macro_event_recall") is not None:
+                lines += [
+                    "",
+                    "Event recall: an event is one hazard or weather spell (consecutive flagged "
+                    "frames of an episode); it counts as recalled when at least one of its frames "
+                    "is flagged. Frames to detect: mean frames (0.5 s each) from the event's "
+                    "first frame to its first flagged one. Macro event recall "
+                    f"{source_flags['macro_event_recall']} (the target, >= 0.9, is set on the "
+                    "frame recall above).",
+                ]
         perception = open_loop.get("perception")
         if perception:
             lines += [

@@ -6,7 +6,8 @@ the model's distillation head, VLM off):
   (poses 2, 4, 6 of 0.5 s) and averaged up to each horizon (ST-P3 convention);
 - collision rate: frames whose chosen trajectory enters a ground-truth obstacle box
   (moved at constant velocity, ego radius EGO_RADIUS_M) where the expert's does not;
-- per-flag precision / recall / support, macro recall over flags with support;
+- per-flag precision / recall / support, macro recall over flags with support, and event
+  recall (was each hazard flagged on at least one of its frames; see `flag_metrics`);
 - intent accuracy;
 - perception (the auxiliary heads the safety guard plans from, source-independent): BEV
   occupancy precision / recall / IoU per class against `losses.bev_targets` of the
@@ -55,10 +56,33 @@ def rouge_l(candidate: str, reference: str) -> float:
     return 2 * p * r / (p + r)
 
 
-def flag_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """pred/truth bool (N, F) -> per-flag precision, recall, support; macro recall."""
+def flag_events(truth: np.ndarray, episode: np.ndarray) -> list[np.ndarray]:
+    """truth bool (N,), episode (N,) -> the frame indices of each event: a maximal run of
+    consecutive flagged frames of one episode (frames of an episode are consecutive and in
+    time order, see `agent.data.schema`)."""
+    starts = truth & ~np.r_[False, truth[:-1] & (episode[1:] == episode[:-1])]
+    ends = truth & ~np.r_[truth[1:] & (episode[1:] == episode[:-1]), False]
+    return [
+        np.arange(a, b + 1)
+        for a, b in zip(np.flatnonzero(starts), np.flatnonzero(ends), strict=True)
+    ]
+
+
+def flag_metrics(
+    pred: np.ndarray, truth: np.ndarray, episode: np.ndarray | None = None
+) -> dict[str, Any]:
+    """pred/truth bool (N, F) -> per-flag precision, recall, support; macro recall.
+
+    With `episode` (N,) also event recall: the share of events (`flag_events`: one hazard
+    or weather spell, seen over consecutive frames) flagged on at least one of their frames,
+    and the mean number of frames from an event's first frame to its first flagged frame
+    (detected events only, 0.5 s each at `SAMPLE_HZ`). Frame recall counts every frame: a
+    cone line 60 m ahead (the label's range, about one pixel wide in a 256-pixel camera)
+    counts as missed until it is close enough to see; event recall asks whether the hazard
+    was flagged before it was passed.
+    """
     per: dict[str, dict[str, float]] = {}
-    recalls = []
+    recalls, event_recalls = [], []
     for i, name in enumerate(FLAGS):
         tp = int((pred[:, i] & truth[:, i]).sum())
         support = int(truth[:, i].sum())
@@ -72,7 +96,28 @@ def flag_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
         }
         if support:
             recalls.append(recall)
-    return {"per_flag": per, "macro_recall": round(float(np.mean(recalls)), 4) if recalls else None}
+        if episode is not None:
+            events = flag_events(truth[:, i], episode)
+            hits = [np.flatnonzero(pred[ev, i]) for ev in events]
+            detected = [int(h[0]) for h in hits if len(h)]
+            per[name]["events"] = len(events)
+            per[name]["event_recall"] = (
+                round(len(detected) / len(events), 4) if events else float("nan")
+            )
+            per[name]["frames_to_detect"] = (
+                round(float(np.mean(detected)), 2) if detected else float("nan")
+            )
+            if events:
+                event_recalls.append(len(detected) / len(events))
+    out: dict[str, Any] = {
+        "per_flag": per,
+        "macro_recall": round(float(np.mean(recalls)), 4) if recalls else None,
+    }
+    if episode is not None:
+        out["macro_event_recall"] = (
+            round(float(np.mean(event_recalls)), 4) if event_recalls else None
+        )
+    return out
 
 
 CORRIDOR_AHEAD_M = (0.0, 28.0)  # [m] rows of the corridor metric (the guard's reach)
@@ -192,7 +237,7 @@ def evaluate_open_loop(
         results[source] = {
             **l2,
             "collision_rate": round(float(collisions.float().mean()), 4),
-            "flags": flag_metrics(flags, d["flags"]),
+            "flags": flag_metrics(flags, d["flags"], d["episode"]),
             "intent_accuracy": round(float((intent == d["intent"]).mean()), 4),
         }
     bev_truth = np.zeros_like(bev_pred)

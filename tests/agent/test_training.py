@@ -16,7 +16,13 @@ from agent.data.schema import FIELDS, FLAGS, INTENTS, MAX_OBSTACLES
 from agent.model.checkpoint import load_drive_model
 from agent.training import trainer as trainer_module
 from agent.training.config import TrainConfig, load_train_config
-from agent.training.open_loop import evaluate_open_loop, perception_metrics, rouge_l
+from agent.training.open_loop import (
+    evaluate_open_loop,
+    flag_events,
+    flag_metrics,
+    perception_metrics,
+    rouge_l,
+)
 from agent.training.trainer import Trainer
 from scenarios.loader import ScenarioError
 
@@ -205,6 +211,36 @@ def test_rouge_l() -> None:
     assert rouge_l("keep the lane", "keep the lane") == 1.0
     assert rouge_l("stop now", "keep the lane") == 0.0
     assert 0 < rouge_l("keep lane at 30", "keep the lane at 50") < 1
+
+
+def test_flag_events_split_at_gaps_and_episode_boundaries() -> None:
+    truth = np.array([1, 1, 0, 1, 1, 1, 0, 0], dtype=bool)
+    episode = np.array([0, 0, 0, 0, 1, 1, 1, 2])  # the run 3..5 crosses into episode 1
+    assert [e.tolist() for e in flag_events(truth, episode)] == [[0, 1], [3], [4, 5]]
+    assert flag_events(np.zeros(4, dtype=bool), np.zeros(4, dtype=int)) == []
+
+
+def test_flag_metrics_frame_and_event_recall() -> None:
+    from agent.data.schema import FLAGS
+
+    n = 10
+    truth = np.zeros((n, len(FLAGS)), dtype=bool)
+    pred = np.zeros_like(truth)
+    episode = np.repeat([0, 1], 5)
+    c = FLAGS.index("construction")
+    truth[0:4, c] = True  # event 1: seen from its third frame on
+    pred[2:4, c] = True
+    truth[6:9, c] = True  # event 2: never flagged
+    pred[9, c] = True  # a false alarm
+    m = flag_metrics(pred, truth, episode)
+    v = m["per_flag"]["construction"]
+    assert v["support"] == 7 and v["recall"] == round(2 / 7, 4)
+    assert v["precision"] == round(2 / 3, 4)
+    assert v["events"] == 2 and v["event_recall"] == 0.5
+    assert v["frames_to_detect"] == 2.0
+    assert m["macro_recall"] == round(2 / 7, 4)  # the only flag with support
+    assert m["macro_event_recall"] == 0.5
+    assert "macro_event_recall" not in flag_metrics(pred, truth)
 
 
 def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:

@@ -21,21 +21,36 @@ def _wall_line(training: dict[str, Any]) -> str:
     return f"- Wall time: {minutes} (`make train` also collects the data first)."
 
 
+def _dataset_line(directory: str) -> str:
+    """One training dataset as its card (`<dir>/README.md`, written by `vlmdrive collect`)
+    states it: episodes, frames and the command that made it; the bare name when the card
+    is not on this machine."""
+    card = Path(directory) / "README.md"
+    if not card.is_file():
+        return f"  - `{directory}`"
+    text = card.read_text()
+    facts = {}
+    for key in ("episodes", "frames", "frames while the model agent drove (DAgger)"):
+        for line in text.splitlines():
+            if line.startswith(f"- {key}: "):
+                facts[key] = line.split(": ", 1)[1].split(" ")[0]
+                break
+    command = next((ln for ln in text.splitlines() if ln.startswith("vlmdrive collect")), "")
+    dagger = facts.get("frames while the model agent drove (DAgger)", "0")
+    driver = f", {dagger} of them with the model driving (DAgger)" if dagger != "0" else ""
+    return (
+        f"  - `{directory}`: {facts.get('episodes', '?')} episodes, "
+        f"{facts.get('frames', '?')} frames{driver}; `{command}`"
+    )
+
+
 def _frames_line(training: dict[str, Any]) -> str:
-    """Where the training frames came from: the expert data, plus any DAgger rounds."""
+    """Where the training frames came from: each dataset with its collection command."""
     head = f"- Frames: {training.get('frames', '?')} from {training.get('episodes', '?')} episodes"
     datasets = training.get("datasets") or ["data/train"]
-    if len(datasets) == 1:
-        return (
-            f"{head} of the expert on `scenarios/library/train` (see the dataset card "
-            f"`{datasets[0]}/README.md`)."
-        )
-    cards = ", ".join(f"`{d}/README.md`" for d in datasets)
-    return (
-        f"{head} on `scenarios/library/train`: the expert's demonstrations plus on-policy "
-        f"(DAgger) rounds where the first-round model drove and the expert labelled (dataset "
-        f"cards {cards})."
-    )
+    lines = [f"{head}, the expert labelling every frame (dataset cards `<dir>/README.md`):"]
+    lines += [_dataset_line(d) for d in datasets]
+    return "\n".join(lines)
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -277,3 +277,24 @@ def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:
     assert m["bev"]["pedestrian"]["grid"]["support"] == 0
     assert m["bev"]["pedestrian"]["grid"]["recall"] is None
     assert m["light_accuracy"] == 0.5 and m["red_light_recall"] == 0.5
+
+
+def test_model_card_lists_each_dataset_from_its_card(tmp_path: Path) -> None:
+    from agent.training.card import _frames_line
+
+    dagger = tmp_path / "dagger"
+    dagger.mkdir()
+    (dagger / "README.md").write_text(
+        "## How it was made\n\n```\nvlmdrive collect --suite s --episodes 3 --out x --dagger a.yaml\n"
+        "```\n\n- episodes: 3 (2 completed the route)\n- frames: 120 in 1 shard(s)\n"
+        "- frames while the model agent drove (DAgger): 70\n"
+    )
+    line = _frames_line(
+        {"frames": 120, "episodes": 3, "datasets": [str(dagger), str(tmp_path / "gone")]}
+    )
+    assert line.startswith("- Frames: 120 from 3 episodes")
+    assert (
+        f"`{dagger}`: 3 episodes, 120 frames, 70 of them with the model driving (DAgger); "
+        "`vlmdrive collect --suite s --episodes 3 --out x --dagger a.yaml`"
+    ) in line
+    assert line.endswith(f"  - `{tmp_path / 'gone'}`")  # no card on this machine: the name

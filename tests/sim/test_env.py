@@ -64,7 +64,7 @@ def test_one_registered_id_per_library_scenario() -> None:
         for p in (library / split).glob("*.yaml")
         if not p.name.startswith(("_", "suite"))
     }
-    assert len(files) >= 31  # 17 train + 14 eval when this was written
+    assert len(files) >= 29  # 15 train + 14 eval when this was written
     assert {path.resolve() for path in LIBRARY_ENV_IDS.values()} == files
     assert len(LIBRARY_ENV_IDS) == len(files)
     for env_id, path in LIBRARY_ENV_IDS.items():

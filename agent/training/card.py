@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from agent.data.collect import collect_command
 from agent.model.checkpoint import VLM_DIR, read_config
 
 
@@ -22,25 +23,18 @@ def _wall_line(training: dict[str, Any]) -> str:
 
 
 def _dataset_line(directory: str) -> str:
-    """One training dataset as its card (`<dir>/README.md`, written by `vlmdrive collect`)
-    states it: episodes, frames and the command that made it; the bare name when the card
-    is not on this machine."""
-    card = Path(directory) / "README.md"
-    if not card.is_file():
+    """One training dataset from its `index.json` (written by `vlmdrive collect`): episodes,
+    frames, DAgger frames and the command that made it; the bare name when the index is
+    not on this machine."""
+    path = Path(directory) / "index.json"
+    if not path.is_file():
         return f"  - `{directory}`"
-    text = card.read_text()
-    facts = {}
-    for key in ("episodes", "frames", "frames while the model agent drove (DAgger)"):
-        for line in text.splitlines():
-            if line.startswith(f"- {key}: "):
-                facts[key] = line.split(": ", 1)[1].split(" ")[0]
-                break
-    command = next((ln for ln in text.splitlines() if ln.startswith("vlmdrive collect")), "")
-    dagger = facts.get("frames while the model agent drove (DAgger)", "0")
-    driver = f", {dagger} of them with the model driving (DAgger)" if dagger != "0" else ""
+    index = json.loads(path.read_text())
+    dagger = index["counts"]["policy_frames"]
+    driver = f", {dagger} of them with the model driving (DAgger)" if dagger else ""
     return (
-        f"  - `{directory}`: {facts.get('episodes', '?')} episodes, "
-        f"{facts.get('frames', '?')} frames{driver}; `{command}`"
+        f"  - `{directory}`: {index['episodes']} episodes, {index['frames']} frames{driver}; "
+        f"`{collect_command(index['args'])}`"
     )
 
 
@@ -136,11 +130,8 @@ def write_model_card(checkpoint: str | Path) -> Path:
             ]
             for ex in t["examples"][:2]:
                 lines.append(f'- generated: "{ex["generated"]}" / reference: "{ex["reference"]}"')
-        flags = (
-            open_loop.get("distilled", open_loop.get("vlm", {}))
-            .get("flags", {})
-            .get("per_flag", {})
-        )
+        source_flags = open_loop.get("distilled", open_loop.get("vlm", {})).get("flags", {})
+        flags = source_flags.get("per_flag", {})
         if flags:
             lines += ["", "Per-flag precision / recall (distilled head):", ""]
             lines.append(
@@ -154,7 +145,6 @@ def write_model_card(checkpoint: str | Path) -> Path:
                     f"{v.get('event_recall', '-')} | {v.get('events', '-')} | "
                     f"{v.get('frames_to_detect', '-')} |"
                 )
-            source_flags = open_loop.get("distilled", open_loop.get("vlm", {})).get("flags", {})
             if source_flags.get("macro_event_recall") is not None:
                 lines += [
                     "",

@@ -60,8 +60,9 @@ def flag_events(truth: np.ndarray, episode: np.ndarray) -> list[np.ndarray]:
     """truth bool (N,), episode (N,) -> the frame indices of each event: a maximal run of
     consecutive flagged frames of one episode (frames of an episode are consecutive and in
     time order, see `agent.data.schema`)."""
-    starts = truth & ~np.r_[False, truth[:-1] & (episode[1:] == episode[:-1])]
-    ends = truth & ~np.r_[truth[1:] & (episode[1:] == episode[:-1]), False]
+    continues = truth[:-1] & truth[1:] & (episode[1:] == episode[:-1])  # frame i -> i + 1
+    starts = truth & ~np.r_[False, continues]
+    ends = truth & ~np.r_[continues, False]
     return [
         np.arange(a, b + 1)
         for a, b in zip(np.flatnonzero(starts), np.flatnonzero(ends), strict=True)

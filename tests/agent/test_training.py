@@ -280,21 +280,21 @@ def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:
 
 
 def test_model_card_lists_each_dataset_from_its_card(tmp_path: Path) -> None:
+    from agent.data.collect import collect_command
     from agent.training.card import _frames_line
 
     dagger = tmp_path / "dagger"
     dagger.mkdir()
-    (dagger / "README.md").write_text(
-        "## How it was made\n\n```\nvlmdrive collect --suite s --episodes 3 --out x --dagger a.yaml\n"
-        "```\n\n- episodes: 3 (2 completed the route)\n- frames: 120 in 1 shard(s)\n"
-        "- frames while the model agent drove (DAgger): 70\n"
-    )
+    args = {"suite": "s", "episodes": 3, "out": "x", "seed": 2, "workers": 1, "perturb": 0.0}
+    args |= {"dagger": "a.yaml", "dagger_beta": 0.6}
+    index = {"episodes": 3, "frames": 120, "counts": {"policy_frames": 70}, "args": args}
+    (dagger / "index.json").write_text(json.dumps(index))
     line = _frames_line(
         {"frames": 120, "episodes": 3, "datasets": [str(dagger), str(tmp_path / "gone")]}
     )
     assert line.startswith("- Frames: 120 from 3 episodes")
     assert (
         f"`{dagger}`: 3 episodes, 120 frames, 70 of them with the model driving (DAgger); "
-        "`vlmdrive collect --suite s --episodes 3 --out x --dagger a.yaml`"
+        f"`{collect_command(args)}`"
     ) in line
     assert line.endswith(f"  - `{tmp_path / 'gone'}`")  # no card on this machine: the name

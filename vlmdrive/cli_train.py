@@ -69,6 +69,8 @@ def train(
 
 
 def _summary_line(metrics: dict) -> str:
+    from agent.training.open_loop import DISTANCE_BANDS_M
+
     parts = []
     for source in ("vlm", "distilled"):
         if source in metrics:
@@ -76,7 +78,8 @@ def _summary_line(metrics: dict) -> str:
             parts.append(
                 f"{source}: L2@1/2/3s {m['L2@1s']:.2f}/{m['L2@2s']:.2f}/{m['L2@3s']:.2f} m, "
                 f"collisions {m['collision_rate']:.1%}, flag recall {m['flags']['macro_recall']} "
-                f"(events {m['flags'].get('macro_event_recall')}), "
+                f"(events {m['flags'].get('macro_event_recall')}, "
+                f"within {DISTANCE_BANDS_M[1]:g} m {m['flags'].get('macro_recall_near')}), "
                 f"intent acc {m['intent_accuracy']:.2f}"
             )
     if "vlm" in metrics and "text" in metrics["vlm"]:

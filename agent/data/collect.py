@@ -242,6 +242,7 @@ def run_episode(
                 rows["target_point"].append(nav.target_point)
                 rows["trajectory"].append(plan.trajectory[:HORIZON_POSES])
                 rows["flags"].append(labels.flags)
+                rows["flag_distance_m"].append(labels.flag_distance_m)
                 rows["intent"].append(labels.intent)
                 rows["text"].append(labels.text[:TEXT_LEN])
                 rows["obstacles"].append(labels.obstacles)

@@ -62,7 +62,11 @@ def load_shards(path: str | Path) -> dict[str, np.ndarray]:
     parts = [load_shard(f) for f in shard_files(path)]
     if not parts:
         raise DatasetError(f"{path}: the index lists no shards")
-    return {name: np.concatenate([p[name] for p in parts]) for name in FIELDS}
+    return {
+        name: np.concatenate([p[name] for p in parts])
+        for name in FIELDS
+        if all(name in p for p in parts)  # an ADDED_FIELDS field only if every shard has it
+    }
 
 
 def history_index(episode: np.ndarray, history: int, stride: int = HISTORY_STRIDE) -> np.ndarray:

@@ -106,6 +106,9 @@ class FrameLabels:
     light_state: int  # index into LIGHT_STATES
     obstacles: np.ndarray  # (MAX_OBSTACLES, len(OBSTACLE_COLUMNS)) float32
     obstacle_mask: np.ndarray  # (MAX_OBSTACLES,) bool: which rows are real
+    # (len(FLAGS),) float32 [m] along the route to the nearest hazard that raised each flag
+    # (0 for weather and for a lane change under way with nothing ahead); NaN where off.
+    flag_distance_m: np.ndarray
 
     def __post_init__(self) -> None:
         if self.flags.shape != (len(FLAGS),) or self.flags.dtype != bool:
@@ -124,6 +127,13 @@ class FrameLabels:
         if self.obstacle_mask.shape != (MAX_OBSTACLES,):
             raise ValueError(
                 f"FrameLabels.obstacle_mask must be ({MAX_OBSTACLES},), got {self.obstacle_mask.shape}"
+            )
+        if self.flag_distance_m.shape != (len(FLAGS),) or not np.array_equal(
+            np.isnan(self.flag_distance_m), ~self.flags
+        ):
+            raise ValueError(
+                "FrameLabels.flag_distance_m must be a distance exactly where a flag is on, "
+                f"got {self.flag_distance_m} for {self.active_flags}"
             )
 
     @property
@@ -429,7 +439,30 @@ def label_frame(
     conditions = _conditions(flags, gt)
     text = _text(view, plan, flags["fog"], conditions, hazards, intent, lead, geo)
     rows, mask = obstacle_rows(view)
-    return FrameLabels(flag_array, INTENTS.index(intent), text, state, rows, mask)
+    distance = _flag_distances(flag_array, hazards, [geo.along[i] for i in blockers])
+    return FrameLabels(flag_array, INTENTS.index(intent), text, state, rows, mask, distance)
+
+
+def _flag_distances(
+    flags: np.ndarray, hazards: list[_Hazard], blocker_along: list[float]
+) -> np.ndarray:
+    """(len(FLAGS),) float32: per flag that is on, the distance [m] along the route to the
+    nearest hazard that raised it; NaN where off. Weather is everywhere (0). A lane is
+    closed by its nearest blocker or construction; with neither in range the flag comes
+    from the expert's lane offset (a change under way), and the hazard is here (0)."""
+    nearest: dict[str, float] = {}
+    for h in hazards:
+        name = "obstacle" if h.flag.startswith("obstacle_") else h.flag
+        nearest[name] = min(nearest.get(name, np.inf), max(h.along_m, 0.0))
+    closers = [max(a, 0.0) for a in blocker_along]
+    if "construction" in nearest:
+        closers.append(nearest["construction"])
+    nearest["lane_closed"] = min(closers, default=0.0)
+    out = np.full(len(FLAGS), np.nan, np.float32)
+    for i, name in enumerate(FLAGS):
+        if flags[i]:
+            out[i] = nearest.get(name, 0.0)  # weather flags raise no hazard: 0
+    return out
 
 
 def _closed_side(view: ObstacleView) -> str:

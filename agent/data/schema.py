@@ -69,6 +69,8 @@ FIELDS: dict[str, tuple[tuple[str | int, ...], str]] = {
     "target_point": (("N", 2), "float32"),  # [m] ego frame, from the global plan (GNSS/IMU)
     "trajectory": (("N", HORIZON_POSES, 2), "float32"),  # [m] ego frame, the expert's future
     "flags": (("N", len(FLAGS)), "bool"),
+    # [m] along the route to the hazard that raised each flag; NaN where off (labels.py)
+    "flag_distance_m": (("N", len(FLAGS)), "float32"),
     "intent": (("N",), "int64"),  # index into INTENTS
     "text": (("N",), f"<U{TEXT_LEN}"),  # reasoning text
     "obstacles": (("N", MAX_OBSTACLES, len(OBSTACLE_COLUMNS)), "float32"),
@@ -81,16 +83,22 @@ FIELDS: dict[str, tuple[tuple[str | int, ...], str]] = {
     "scenario": (("N",), f"<U{NAME_LEN}"),  # concrete variation name, e.g. cut_in_rain#3
 }
 
+# Fields added after datasets were already collected: a shard without them still loads, and
+# whatever reads them treats them as absent (load_shards keeps one only if every shard has it).
+ADDED_FIELDS: frozenset[str] = frozenset({"flag_distance_m"})
+
 HISTORY_STRIDE = 1  # rows back (in one episode) for the previous history frame: 0.5 s
 
 
 def check_shard(arrays: dict[str, np.ndarray], where: str = "shard") -> int:
     """Validate a shard's arrays against FIELDS; return N. Raises ValueError naming the field."""
-    missing = sorted(set(FIELDS) - set(arrays))
+    missing = sorted(set(FIELDS) - set(arrays) - ADDED_FIELDS)
     if missing:
         raise ValueError(f"{where}: missing field(s) {missing}")
     n = len(arrays["speed_mps"])
     for name, (shape, dtype) in FIELDS.items():
+        if name not in arrays:
+            continue  # an ADDED_FIELDS field of an older shard
         arr = arrays[name]
         if arr.ndim != len(shape):
             raise ValueError(

@@ -155,6 +155,27 @@ def write_model_card(checkpoint: str | Path) -> Path:
                     f"{source_flags['macro_event_recall']} (the target, >= 0.9, is set on the "
                     "frame recall above).",
                 ]
+            if source_flags.get("macro_recall_near") is not None:
+                bands = list(next(iter(flags.values()))["recall_by_distance"])
+                lines += [
+                    "",
+                    "Frame recall by the hazard's distance along the route (frames in "
+                    "brackets; weather flags count as 0 m):",
+                    "",
+                    "| flag | " + " | ".join(bands) + " |",
+                    "|---|" + "---|" * len(bands),
+                ]
+                for name, v in flags.items():
+                    cells = [
+                        f"{v['recall_by_distance'][b]} ({v['support_by_distance'][b]})"
+                        for b in bands
+                    ]
+                    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                lines += [
+                    "",
+                    f"Macro recall of the nearest band ({bands[0]}): "
+                    f"{source_flags['macro_recall_near']}.",
+                ]
         perception = open_loop.get("perception")
         if perception:
             lines += [

@@ -53,6 +53,22 @@ class LossConfig(_Strict):
     vlm_lm: float = 0.2  # language-model loss kept during the lora / joint stages
 
 
+class AugmentConfig(_Strict):
+    """Photometric augmentation of the driving model's frames (agent/training/augment.py).
+    Each factor is drawn uniformly in [1 - x, 1 + x]; all 0 (the default) is off."""
+
+    p: float = Field(0.8, ge=0, le=1)  # share of the samples that are jittered
+    brightness: float = Field(0.0, ge=0, le=1)
+    contrast: float = Field(0.0, ge=0, le=1)
+    saturation: float = Field(0.0, ge=0, le=1)
+    noise_std: float = Field(0.0, ge=0, le=0.5)  # Gaussian noise on the 0-1 intensity
+
+    @property
+    def enabled(self) -> bool:
+        values = (self.brightness, self.contrast, self.saturation, self.noise_std)
+        return self.p > 0 and any(v > 0 for v in values)
+
+
 class StageConfig(_Strict):
     name: Literal["vlm", "frozen", "lora", "joint"]
     steps: int = Field(ge=0)
@@ -73,6 +89,7 @@ class TrainConfig(_Strict):
     model: ModelConfig = ModelConfig()
     vlm: VLMConfig = VLMConfig()
     loss: LossConfig = LossConfig()
+    augment: AugmentConfig = AugmentConfig()
     stages: tuple[StageConfig, ...]
 
     @model_validator(mode="after")

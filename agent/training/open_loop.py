@@ -69,8 +69,19 @@ def flag_events(truth: np.ndarray, episode: np.ndarray) -> list[np.ndarray]:
     ]
 
 
+# [m] distance bands of `flag_metrics`' recall by distance (the labels reach 60 m ahead)
+DISTANCE_BANDS_M: tuple[float, ...] = (0.0, 20.0, 40.0, 60.0)
+
+
+def band_name(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g} m"
+
+
 def flag_metrics(
-    pred: np.ndarray, truth: np.ndarray, episode: np.ndarray | None = None
+    pred: np.ndarray,
+    truth: np.ndarray,
+    episode: np.ndarray | None = None,
+    distance: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """pred/truth bool (N, F) -> per-flag precision, recall, support; macro recall.
 
@@ -81,9 +92,16 @@ def flag_metrics(
     cone line 60 m ahead (the label's range, about one pixel wide in a 256-pixel camera)
     counts as missed until it is close enough to see; event recall asks whether the hazard
     was flagged before it was passed.
+
+    With `distance` (N, F) [m] (the labels' `flag_distance_m`: how far along the route the
+    hazard that raised the flag is) also the frame recall per DISTANCE_BANDS_M band
+    ("recall_by_distance", with "support_by_distance"), as detection benchmarks report
+    recall by range: it tells a flag missed at 50 m, where its hazard is a few pixels
+    wide, from one missed next to the car. A macro recall over the first (nearest) band
+    sums it up ("macro_recall_near").
     """
-    per: dict[str, dict[str, float]] = {}
-    recalls, event_recalls = [], []
+    per: dict[str, dict[str, Any]] = {}
+    recalls, event_recalls, near_recalls = [], [], []
     for i, name in enumerate(FLAGS):
         tp = int((pred[:, i] & truth[:, i]).sum())
         support = int(truth[:, i].sum())
@@ -110,6 +128,21 @@ def flag_metrics(
             )
             if events:
                 event_recalls.append(len(detected) / len(events))
+        if distance is not None:
+            by, counts = {}, {}
+            for lo, hi in zip(DISTANCE_BANDS_M[:-1], DISTANCE_BANDS_M[1:], strict=True):
+                last = hi == DISTANCE_BANDS_M[-1]  # the last band keeps anything beyond
+                inside = truth[:, i] & (distance[:, i] >= lo) & (last | (distance[:, i] < hi))
+                k = int(inside.sum())
+                by[band_name(lo, hi)] = (
+                    round(float(pred[inside, i].mean()), 4) if k else float("nan")
+                )
+                counts[band_name(lo, hi)] = k
+            per[name]["recall_by_distance"] = by
+            per[name]["support_by_distance"] = counts
+            near = by[band_name(*DISTANCE_BANDS_M[:2])]
+            if counts[band_name(*DISTANCE_BANDS_M[:2])]:
+                near_recalls.append(near)
     out: dict[str, Any] = {
         "per_flag": per,
         "macro_recall": round(float(np.mean(recalls)), 4) if recalls else None,
@@ -118,6 +151,8 @@ def flag_metrics(
         out["macro_event_recall"] = (
             round(float(np.mean(event_recalls)), 4) if event_recalls else None
         )
+    if distance is not None:
+        out["macro_recall_near"] = round(float(np.mean(near_recalls)), 4) if near_recalls else None
     return out
 
 
@@ -238,7 +273,7 @@ def evaluate_open_loop(
         results[source] = {
             **l2,
             "collision_rate": round(float(collisions.float().mean()), 4),
-            "flags": flag_metrics(flags, d["flags"], d["episode"]),
+            "flags": flag_metrics(flags, d["flags"], d["episode"], d.get("flag_distance_m")),
             "intent_accuracy": round(float((intent == d["intent"]).mean()), 4),
         }
     bev_truth = np.zeros_like(bev_pred)

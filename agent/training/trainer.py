@@ -42,6 +42,7 @@ from agent.model.drive_model import DriveInputs, DriveModel
 from agent.model.losses import LossWeights, Targets, compute_losses, flag_pos_weight
 from agent.reasoner.vlm import VLMReasoner
 from agent.training import state as st
+from agent.training.augment import augment_frames
 from agent.training.config import StageConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,8 @@ def load_arrays(
     for more_path in extra:
         more = load_shards(more_path)
         more["episode"] = more["episode"] + (int(data["episode"].max(initial=-1)) + 1)
-        data = {k: np.concatenate([data[k], more[k]]) for k in data}
+        # a field one dataset lacks (schema.ADDED_FIELDS) is dropped from the union
+        data = {k: np.concatenate([data[k], more[k]]) for k in data if k in more}
     if data["image"].shape[1] < cameras:
         raise ValueError(
             f"{path}: the model needs {cameras} cameras, the data has {data['image'].shape[1]}"
@@ -282,6 +284,7 @@ class Trainer:
                 x, targets = drive_batch(
                     arrays, rows, reasoning, self.cfg.model.reasoning_dropout, generator
                 )
+                x = replace(x, frames=augment_frames(x.frames, self.cfg.augment, generator))
                 if cached is None:  # the alignment loss trains the VLM: keep its gradient
                     targets = replace(targets, vlm_embedding=reasoning)
                 losses = compute_losses(model, model(x), targets, self.weights, self.flag_weight)

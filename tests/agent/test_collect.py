@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,10 @@ def test_shards_validate_and_hold_sensible_frames(dataset: Path) -> None:
     assert (traj[moving, -1, 0] > 5.0).mean() > 0.9  # mostly forward
     assert (arrays["target_point"][:, 0] > -1.0).mean() > 0.9  # the target lies ahead
     assert arrays["flags"][:, FLAGS.index("construction")].any()
+    distance = arrays["flag_distance_m"]
+    assert (np.isnan(distance) == ~arrays["flags"]).all()  # a distance wherever a flag is on
+    assert (distance[arrays["flags"]] >= 0.0).all()
+    assert (distance[:, FLAGS.index("construction")] <= 60.0 + 1e-3).all()  # the label's range
     assert all(0 < len(t) <= 200 for t in arrays["text"])
     assert np.all(np.diff(arrays["time_s"][arrays["episode"] == 0]) == pytest.approx(0.5))
 
@@ -113,6 +118,22 @@ def test_bad_input_names_the_argument(suite: Path, tmp_path: Path) -> None:
         collect(suite, 1, tmp_path / "z", dagger=tmp_path / "none.yaml", progress=False)
     with pytest.raises(CollectError, match="`dagger_beta`"):
         collect(suite, 1, tmp_path / "w", dagger=blocker, dagger_beta=1.5, progress=False)
+
+
+def test_a_dataset_from_before_an_added_field_still_loads(dataset: Path, tmp_path: Path) -> None:
+    from agent.data.schema import ADDED_FIELDS
+    from agent.training.trainer import load_arrays
+
+    old = tmp_path / "old"
+    shutil.copytree(dataset, old)
+    with np.load(old / "shard-00000.npz", allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files if k not in ADDED_FIELDS}
+    np.savez_compressed(old / "shard-00000.npz", allow_pickle=False, **arrays)
+    assert set(load_shards(old)) == set(FIELDS) - ADDED_FIELDS
+    # Mixed with a dataset that has them, the union leaves them out, never half-filled.
+    mixed = load_arrays(dataset, 2, 1, extra=(old,))
+    assert "flag_distance_m" not in mixed.data
+    assert len(mixed.data["flags"]) == 2 * len(load_shards(dataset)["flags"])
 
 
 def test_corrupt_or_missing_shards_name_the_file(dataset: Path, tmp_path: Path) -> None:

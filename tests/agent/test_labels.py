@@ -133,6 +133,14 @@ def test_cones_closing_the_right_lane_in_rain_at_night() -> None:
         "Heavy rain at night. Construction closes the right lane 35 m ahead; "
         "change to the left lane and slow to 20 km/h."
     )
+    # Each flag that is on carries its nearest hazard's distance: the first cone (35 m)
+    # both for the construction and for the lane it closes; weather is here (0 m).
+    distance = dict(zip(FLAGS, labels.flag_distance_m.tolist(), strict=True))
+    assert distance["construction"] == pytest.approx(35.0, abs=0.5)
+    assert distance["lane_closed"] == pytest.approx(35.0, abs=0.5)
+    assert distance["rain"] == distance["night"] == 0.0
+    off = [name for name in FLAGS if name not in flags_of(labels)]
+    assert np.isnan([distance[name] for name in off]).all()
 
 
 def test_pedestrian_walking_into_the_lane_is_yielded_to() -> None:
@@ -176,7 +184,9 @@ def test_lead_braking_needs_its_deceleration() -> None:
     gt, view = scene(speed=10.0, actors=(lead,))
     plan = expert_plan(view)
     before = LabelMemory(time_s=gt.time_s - 0.5, speeds={60: 8.0})  # -6 m/s^2
-    assert "lead_braking" in flags_of(label_frame(view, plan, gt, before))
+    braking = label_frame(view, plan, gt, before)
+    assert "lead_braking" in flags_of(braking)
+    assert braking.flag_distance_m[FLAGS.index("lead_braking")] == pytest.approx(20.0, abs=0.5)
     steady = LabelMemory(time_s=gt.time_s - 0.5, speeds={60: 5.2})
     assert "lead_braking" not in flags_of(label_frame(view, plan, gt, steady))
     assert "lead_braking" not in flags_of(label_frame(view, plan, gt, None))

@@ -145,6 +145,7 @@ def test_resume_continues_from_the_saved_step(tmp_path: Path, monkeypatch) -> No
     write_dataset(tmp_path / "data")
     cfg = TrainConfig.model_validate(
         {**config(tmp_path, frozen=6), "vlm": {"image_size": 32, "vocab_size": 300}}
+        | {"augment": {"brightness": 0.2, "saturation": 0.2}}  # draws from the saved generator
         | {
             "stages": [
                 {"name": "vlm", "steps": 1, "batch_size": 4},
@@ -241,6 +242,29 @@ def test_flag_metrics_frame_and_event_recall() -> None:
     assert m["macro_recall"] == round(2 / 7, 4)  # the only flag with support
     assert m["macro_event_recall"] == 0.5
     assert "macro_event_recall" not in flag_metrics(pred, truth)
+
+
+def test_flag_metrics_recall_by_the_hazards_distance() -> None:
+    from agent.data.schema import FLAGS
+
+    n = 6
+    truth = np.zeros((n, len(FLAGS)), dtype=bool)
+    pred = np.zeros_like(truth)
+    distance = np.full(truth.shape, np.nan, dtype=np.float32)
+    c, r = FLAGS.index("construction"), FLAGS.index("rain")
+    truth[:, c] = True
+    distance[:, c] = [55.0, 75.0, 30.0, 25.0, 10.0, 0.0]  # 75 m: beyond the bands, the last
+    pred[[2, 4, 5], c] = True  # both far frames missed, one of the two in the middle
+    truth[:2, r] = True
+    distance[:2, r] = 0.0  # weather counts as here
+    m = flag_metrics(pred, truth, distance=distance)
+    v = m["per_flag"]["construction"]
+    assert v["support_by_distance"] == {"0-20 m": 2, "20-40 m": 2, "40-60 m": 2}
+    assert v["recall_by_distance"] == {"0-20 m": 1.0, "20-40 m": 0.5, "40-60 m": 0.0}
+    assert m["per_flag"]["rain"]["recall_by_distance"]["0-20 m"] == 0.0
+    assert np.isnan(m["per_flag"]["rain"]["recall_by_distance"]["20-40 m"])
+    assert m["macro_recall_near"] == 0.5  # construction 1.0 and rain 0.0 within 20 m
+    assert "macro_recall_near" not in flag_metrics(pred, truth)
 
 
 def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:

@@ -55,6 +55,52 @@ def _size_mb(directory: Path) -> float:
     return sum(f.stat().st_size for f in directory.rglob("*") if f.is_file()) / 1e6
 
 
+def _flag_lines(source_flags: dict[str, Any]) -> list[str]:
+    """The per-flag tables of the card from one head's `flag_metrics`."""
+    flags = source_flags.get("per_flag", {})
+    if not flags:
+        return []
+    lines = ["", "Per-flag precision / recall (distilled head):", ""]
+    lines.append(
+        "| flag | precision | frame recall | frames | event recall | events | frames to detect |"
+    )
+    lines.append("|---|---|---|---|---|---|---|")
+    for name, v in flags.items():
+        lines.append(
+            f"| {name} | {v['precision']} | {v['recall']} | {v['support']} | "
+            f"{v.get('event_recall', '-')} | {v.get('events', '-')} | "
+            f"{v.get('frames_to_detect', '-')} |"
+        )
+    if source_flags.get("macro_event_recall") is not None:
+        lines += [
+            "",
+            "Event recall: an event is one hazard or weather spell (consecutive flagged "
+            "frames of an episode); it counts as recalled when at least one of its frames "
+            "is flagged. Frames to detect: mean frames (0.5 s each) from the event's "
+            "first frame to its first flagged one. Macro event recall "
+            f"{source_flags['macro_event_recall']} (the target, >= 0.9, is set on the "
+            "frame recall above).",
+        ]
+    if source_flags.get("macro_recall_near") is not None:
+        bands = list(next(iter(flags.values()))["recall_by_distance"])
+        lines += [
+            "",
+            "Frame recall by the hazard's distance along the route (frames in "
+            "brackets; weather flags count as 0 m):",
+            "",
+            "| flag | " + " | ".join(bands) + " |",
+            "|---|" + "---|" * len(bands),
+        ]
+        for name, v in flags.items():
+            cells = [f"{v['recall_by_distance'][b]} ({v['support_by_distance'][b]})" for b in bands]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            f"Macro recall of the nearest band ({bands[0]}): {source_flags['macro_recall_near']}.",
+        ]
+    return lines
+
+
 def write_model_card(checkpoint: str | Path) -> Path:
     directory = Path(checkpoint)
     cfg, meta = read_config(directory)
@@ -131,51 +177,7 @@ def write_model_card(checkpoint: str | Path) -> Path:
             for ex in t["examples"][:2]:
                 lines.append(f'- generated: "{ex["generated"]}" / reference: "{ex["reference"]}"')
         source_flags = open_loop.get("distilled", open_loop.get("vlm", {})).get("flags", {})
-        flags = source_flags.get("per_flag", {})
-        if flags:
-            lines += ["", "Per-flag precision / recall (distilled head):", ""]
-            lines.append(
-                "| flag | precision | frame recall | frames | event recall | events "
-                "| frames to detect |"
-            )
-            lines.append("|---|---|---|---|---|---|---|")
-            for name, v in flags.items():
-                lines.append(
-                    f"| {name} | {v['precision']} | {v['recall']} | {v['support']} | "
-                    f"{v.get('event_recall', '-')} | {v.get('events', '-')} | "
-                    f"{v.get('frames_to_detect', '-')} |"
-                )
-            if source_flags.get("macro_event_recall") is not None:
-                lines += [
-                    "",
-                    "Event recall: an event is one hazard or weather spell (consecutive flagged "
-                    "frames of an episode); it counts as recalled when at least one of its frames "
-                    "is flagged. Frames to detect: mean frames (0.5 s each) from the event's "
-                    "first frame to its first flagged one. Macro event recall "
-                    f"{source_flags['macro_event_recall']} (the target, >= 0.9, is set on the "
-                    "frame recall above).",
-                ]
-            if source_flags.get("macro_recall_near") is not None:
-                bands = list(next(iter(flags.values()))["recall_by_distance"])
-                lines += [
-                    "",
-                    "Frame recall by the hazard's distance along the route (frames in "
-                    "brackets; weather flags count as 0 m):",
-                    "",
-                    "| flag | " + " | ".join(bands) + " |",
-                    "|---|" + "---|" * len(bands),
-                ]
-                for name, v in flags.items():
-                    cells = [
-                        f"{v['recall_by_distance'][b]} ({v['support_by_distance'][b]})"
-                        for b in bands
-                    ]
-                    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-                lines += [
-                    "",
-                    f"Macro recall of the nearest band ({bands[0]}): "
-                    f"{source_flags['macro_recall_near']}.",
-                ]
+        lines += _flag_lines(source_flags)
         perception = open_loop.get("perception")
         if perception:
             lines += [

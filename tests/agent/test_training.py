@@ -322,3 +322,24 @@ def test_model_card_lists_each_dataset_from_its_card(tmp_path: Path) -> None:
         f"`{collect_command(args)}`"
     ) in line
     assert line.endswith(f"  - `{tmp_path / 'gone'}`")  # no card on this machine: the name
+
+
+def test_model_card_flag_tables_with_distance_bands() -> None:
+    from agent.training.card import _flag_lines
+
+    n = 4
+    truth = np.zeros((n, len(FLAGS)), dtype=bool)
+    distance = np.full(truth.shape, np.nan, dtype=np.float32)
+    c = FLAGS.index("construction")
+    truth[:, c] = True
+    distance[:, c] = [5.0, 15.0, 30.0, 50.0]
+    pred = truth.copy()
+    pred[3, c] = False  # the far one missed
+    text = "\n".join(_flag_lines(flag_metrics(pred, truth, np.zeros(n, int), distance)))
+    assert "| flag | 0-20 m | 20-40 m | 40-60 m |" in text
+    assert "| construction | 1.0 (2) | 1.0 (1) | 0.0 (1) |" in text
+    assert "Macro recall of the nearest band (0-20 m): 1.0." in text
+    # Metrics from before the distance field: the per-flag table only.
+    old = "\n".join(_flag_lines(flag_metrics(pred, truth, np.zeros(n, int))))
+    assert "| construction | 1.0 | 0.75 | 4 |" in old and "0-20 m" not in old
+    assert _flag_lines({}) == []

@@ -40,6 +40,22 @@ def shard_files(path: str | Path) -> list[Path]:
     return files
 
 
+def dataset_summary(path: str | Path) -> dict | None:
+    """What a dataset's `index.json` says about it: episodes, frames, the frames the model
+    drove (DAgger) and the `collect` arguments; None when there is no readable index."""
+    index = Path(path) / "index.json"
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+        return {
+            "episodes": data["episodes"],
+            "frames": data["frames"],
+            "policy_frames": data["counts"]["policy_frames"],
+            "args": data["args"],
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def load_shard(file: str | Path) -> dict[str, np.ndarray]:
     """One shard's FIELDS arrays, validated."""
     file = Path(file)

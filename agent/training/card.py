@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.data.collect import collect_command
+from agent.data.dataset import dataset_summary
 from agent.model.checkpoint import VLM_DIR, read_config
 
 
@@ -22,19 +23,22 @@ def _wall_line(training: dict[str, Any]) -> str:
     return f"- Wall time: {minutes} (`make train` also collects the data first)."
 
 
-def _dataset_line(directory: str) -> str:
-    """One training dataset from its `index.json` (written by `vlmdrive collect`): episodes,
-    frames, DAgger frames and the command that made it; the bare name when the index is
-    not on this machine."""
-    path = Path(directory) / "index.json"
-    if not path.is_file():
+def _dataset_line(directory: str, recorded: dict[str, Any] | None) -> str:
+    """One training dataset: episodes, frames, DAgger frames and the command that made it,
+    as recorded when the model trained (`dataset_summary`). Checkpoints from before that
+    record get the folder's `index.json` as it is now, marked as such; the bare name when
+    neither exists."""
+    summary, note = recorded, ""
+    if summary is None:
+        summary = dataset_summary(directory)
+        note = " (the folder as it is now, not recorded at training time)"
+    if summary is None:
         return f"  - `{directory}`"
-    index = json.loads(path.read_text())
-    dagger = index["counts"]["policy_frames"]
+    dagger = summary["policy_frames"]
     driver = f", {dagger} of them with the model driving (DAgger)" if dagger else ""
     return (
-        f"  - `{directory}`: {index['episodes']} episodes, {index['frames']} frames{driver}; "
-        f"`{collect_command(index['args'])}`"
+        f"  - `{directory}`: {summary['episodes']} episodes, {summary['frames']} frames"
+        f"{driver}; `{collect_command(summary['args'])}`{note}"
     )
 
 
@@ -42,8 +46,9 @@ def _frames_line(training: dict[str, Any]) -> str:
     """Where the training frames came from: each dataset with its collection command."""
     head = f"- Frames: {training.get('frames', '?')} from {training.get('episodes', '?')} episodes"
     datasets = training.get("datasets") or ["data/train"]
+    recorded = training.get("dataset_summaries") or [None] * len(datasets)
     lines = [f"{head}, the expert labelling every frame (dataset cards `<dir>/README.md`):"]
-    lines += [_dataset_line(d) for d in datasets]
+    lines += [_dataset_line(d, r) for d, r in zip(datasets, recorded, strict=True)]
     return "\n".join(lines)
 
 

@@ -35,7 +35,7 @@ from rich.progress import (
 )
 from torch.utils.tensorboard import SummaryWriter
 
-from agent.data.dataset import history_index, load_shards
+from agent.data.dataset import dataset_summary, history_index, load_shards
 from agent.model.anchors import kmeans_anchors
 from agent.model.checkpoint import VLM_DIR, save_drive_model
 from agent.model.drive_model import DriveInputs, DriveModel
@@ -177,6 +177,11 @@ class Trainer:
         summary["frames"] = len(arrays)
         summary["episodes"] = int(len(np.unique(arrays.data["episode"])))
         summary["datasets"] = [str(p) for p in (cfg.data.train, *cfg.data.extra)]
+        # what each dataset was when this model trained on it (the card reads this, not
+        # whatever the folder holds later)
+        summary["dataset_summaries"] = [
+            dataset_summary(p) for p in (cfg.data.train, *cfg.data.extra)
+        ]
         self._export(model, reasoner, summary)
         self.writer.close()
         return summary

@@ -119,6 +119,7 @@ def test_all_stages_then_checkpoint_open_loop_and_card(tmp_path: Path) -> None:
     out = tmp_path / "ckpt"
     model, meta = load_drive_model(out)
     assert meta["training"]["frames"] == 24
+    assert meta["training"]["dataset_summaries"] == [None]  # the synthetic set has no index
     assert (out / "vlm" / "config.json").is_file()
     assert not list(out.rglob("*.bin")) and not list(out.rglob("*.pt"))
     from transformers import AutoModelForImageTextToText
@@ -303,8 +304,9 @@ def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:
     assert m["light_accuracy"] == 0.5 and m["red_light_recall"] == 0.5
 
 
-def test_model_card_lists_each_dataset_from_its_card(tmp_path: Path) -> None:
+def test_model_card_lists_each_dataset_as_recorded_at_training_time(tmp_path: Path) -> None:
     from agent.data.collect import collect_command
+    from agent.data.dataset import dataset_summary
     from agent.training.card import _frames_line
 
     dagger = tmp_path / "dagger"
@@ -313,15 +315,24 @@ def test_model_card_lists_each_dataset_from_its_card(tmp_path: Path) -> None:
     args |= {"dagger": "a.yaml", "dagger_beta": 0.6}
     index = {"episodes": 3, "frames": 120, "counts": {"policy_frames": 70}, "args": args}
     (dagger / "index.json").write_text(json.dumps(index))
-    line = _frames_line(
-        {"frames": 120, "episodes": 3, "datasets": [str(dagger), str(tmp_path / "gone")]}
-    )
+    recorded = dataset_summary(dagger)
+    gone = str(tmp_path / "gone")
+    assert dataset_summary(gone) is None
+    training = {"frames": 120, "episodes": 3, "datasets": [str(dagger), gone]}
+    line = _frames_line(training | {"dataset_summaries": [recorded, None]})
     assert line.startswith("- Frames: 120 from 3 episodes")
-    assert (
+    entry = (
         f"`{dagger}`: 3 episodes, 120 frames, 70 of them with the model driving (DAgger); "
         f"`{collect_command(args)}`"
-    ) in line
-    assert line.endswith(f"  - `{tmp_path / 'gone'}`")  # no card on this machine: the name
+    )
+    assert f"{entry}\n" in line
+    assert line.endswith(f"  - `{gone}`")  # recorded as missing, not here either: the name
+    # The folder changes after training (collected again, bigger): the card keeps the record.
+    (dagger / "index.json").write_text(json.dumps(index | {"frames": 999}))
+    assert f"{entry}\n" in _frames_line(training | {"dataset_summaries": [recorded, None]})
+    # A checkpoint from before the record: the folder as it is now, and said so.
+    old = _frames_line(training)
+    assert "999 frames" in old and "(the folder as it is now, not recorded at training time)" in old
 
 
 def test_model_card_flag_tables_with_distance_bands() -> None:

@@ -194,6 +194,11 @@ def test_shipped_configs_are_valid_and_chain_the_two_rounds() -> None:
     assert final.vlm.init == round1.out / "vlm"  # round 2 starts from round 1's VLM
     dagger = yaml.safe_load((configs / "agent_dagger.yaml").read_text())
     assert Path(dagger["checkpoint"]) == round1.out  # the DAgger round drives round 1
+    # The augmentation experiment is round 2 with augmentation and nothing else changed.
+    augment = load_train_config(configs / "tiny_augment.yaml")
+    assert augment.augment.enabled and not final.augment.enabled
+    same = {"augment", "out", "run_dir"}
+    assert augment.model_dump(exclude=same) == final.model_dump(exclude=same)
 
 
 def test_extra_datasets_are_appended_with_distinct_episode_ids(tmp_path: Path) -> None:

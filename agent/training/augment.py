@@ -24,6 +24,8 @@ whose state the resumable checkpoint keeps.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from agent.training.config import AugmentConfig
@@ -51,7 +53,7 @@ def augment_frames(
     if not cfg.enabled:
         return frames
     b = frames.shape[0]
-    images = frames[0, ..., 0].numel() // (frames.shape[-3] * frames.shape[-2])  # S * C
+    images = math.prod(frames.shape[1:-3])  # S * C frames per sample
     apply = torch.rand(b, generator=generator) < cfg.p
     brightness = _factors(b, cfg.brightness, 1.0, generator, apply)
     contrast = _factors(b, cfg.contrast, 1.0, generator, apply)

@@ -102,6 +102,11 @@ def flag_metrics(
     """
     per: dict[str, dict[str, Any]] = {}
     recalls, event_recalls, near_recalls = [], [], []
+    edges = DISTANCE_BANDS_M
+    bands = [  # (name, lo, hi); the last band keeps anything beyond its end
+        (band_name(lo, hi), lo, np.inf if hi == edges[-1] else hi)
+        for lo, hi in zip(edges[:-1], edges[1:], strict=True)
+    ]
     for i, name in enumerate(FLAGS):
         tp = int((pred[:, i] & truth[:, i]).sum())
         support = int(truth[:, i].sum())
@@ -130,19 +135,14 @@ def flag_metrics(
                 event_recalls.append(len(detected) / len(events))
         if distance is not None:
             by, counts = {}, {}
-            for lo, hi in zip(DISTANCE_BANDS_M[:-1], DISTANCE_BANDS_M[1:], strict=True):
-                last = hi == DISTANCE_BANDS_M[-1]  # the last band keeps anything beyond
-                inside = truth[:, i] & (distance[:, i] >= lo) & (last | (distance[:, i] < hi))
-                k = int(inside.sum())
-                by[band_name(lo, hi)] = (
-                    round(float(pred[inside, i].mean()), 4) if k else float("nan")
-                )
-                counts[band_name(lo, hi)] = k
+            for band, lo, hi in bands:
+                inside = truth[:, i] & (distance[:, i] >= lo) & (distance[:, i] < hi)
+                counts[band] = k = int(inside.sum())
+                by[band] = round(float(pred[inside, i].mean()), 4) if k else float("nan")
             per[name]["recall_by_distance"] = by
             per[name]["support_by_distance"] = counts
-            near = by[band_name(*DISTANCE_BANDS_M[:2])]
-            if counts[band_name(*DISTANCE_BANDS_M[:2])]:
-                near_recalls.append(near)
+            if counts[bands[0][0]]:
+                near_recalls.append(by[bands[0][0]])
     out: dict[str, Any] = {
         "per_flag": per,
         "macro_recall": round(float(np.mean(recalls)), 4) if recalls else None,

@@ -176,12 +176,11 @@ class Trainer:
         summary["train_wall_s"] = round(time.perf_counter() - t0, 1)
         summary["frames"] = len(arrays)
         summary["episodes"] = int(len(np.unique(arrays.data["episode"])))
-        summary["datasets"] = [str(p) for p in (cfg.data.train, *cfg.data.extra)]
+        datasets = (cfg.data.train, *cfg.data.extra)
+        summary["datasets"] = [str(p) for p in datasets]
         # what each dataset was when this model trained on it (the card reads this, not
         # whatever the folder holds later)
-        summary["dataset_summaries"] = [
-            dataset_summary(p) for p in (cfg.data.train, *cfg.data.extra)
-        ]
+        summary["dataset_summaries"] = [dataset_summary(p) for p in datasets]
         self._export(model, reasoner, summary)
         self.writer.close()
         return summary

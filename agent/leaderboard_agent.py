@@ -229,7 +229,7 @@ class VLMDriveAgent(AutonomousAgent):
             trajectory, confidence = step.trajectory, step.confidence
             candidates, candidate_probs = step.candidates, step.scores
             perception = PerceptionOutputs(
-                step.bev_probs, step.light_probs, step.flag_probs, step.intent_probs
+                step.bev_probs, step.light_probs, step.flag_probs, step.intent_probs, step.bev_span
             )
             route = route_from_targets(step.target_point, step.next_target_point)
         if self.guard is None:  # guard off: the planner drives (a broken plan still stops)

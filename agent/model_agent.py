@@ -68,7 +68,8 @@ class ModelStep:
     probabilities; confidence = the chosen mode's probability; bev_probs (classes, rows,
     cols) occupancy probabilities (PerceptionConfig grid); light_probs (LIGHT_STATES,);
     flag_probs (FLAGS,) and intent_probs (INTENTS,) from the reasoning source in use; target
-    points from navigation.
+    points from navigation; bev_span (classes, 2, rows, cols) where across each cell its
+    objects lie (fractions of the cell's width), None for a model without the span head.
     """
 
     trajectory: np.ndarray
@@ -82,6 +83,7 @@ class ModelStep:
     intent_probs: np.ndarray  # (INTENTS,) from the reasoning source in use
     target_point: np.ndarray
     next_target_point: np.ndarray
+    bev_span: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.trajectory.ndim != 2 or self.trajectory.shape[1] != 2:
@@ -238,6 +240,9 @@ class ModelDriver:
             intent_probs=np.asarray(intent, dtype=np.float32),
             target_point=np.asarray(nav.target_point, dtype=np.float64),
             next_target_point=np.asarray(nav.next_target_point, dtype=np.float64),
+            bev_span=None
+            if out.bev_span_logits is None
+            else torch.sigmoid(out.bev_span_logits[0]).cpu().numpy(),
         )
 
     def step(

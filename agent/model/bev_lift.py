@@ -67,7 +67,8 @@ def visible_cells(cfg: PerceptionConfig, image_width: int, image_height: int) ->
 class CameraLiftPerception(nn.Module):
     """BEV occupancy from the front camera's feature map by projection (see the module
     docstring), and the light state from the pooled feature. Same outputs as
-    `drive_model.PerceptionHead`: (bev logits (B, classes, rows, cols), light logits)."""
+    `drive_model.PerceptionHead`: (bev logits (B, classes, rows, cols), light logits, span
+    logits (B, classes, 2, rows, cols) or None)."""
 
     UNSEEN_LOGIT = -20.0  # cells the camera cannot see: probability ~2e-9
 
@@ -115,13 +116,14 @@ class CameraLiftPerception(nn.Module):
         self.context = nn.Conv2d(k, k, kernel_size=3, padding=1, groups=k)
         self.norm = nn.LayerNorm(k)
         self.cells = nn.Linear(k, self.shape[0])
+        self.spans = nn.Linear(k, 2 * self.shape[0]) if cfg.bev_span else None
         self.light = nn.Sequential(
             nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, num_light_states)
         )
 
     def forward(
         self, tokens: torch.Tensor, pooled: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         b = tokens.shape[0]
         h, w = self.feature_grid
         start = tokens.shape[1] - self.tokens_per_frame  # the current step, front camera
@@ -141,6 +143,10 @@ class CameraLiftPerception(nn.Module):
         rows, cols = self.shape[1:]
         grid = cell.transpose(1, 2).reshape(b, k, rows, cols)
         cell = cell + self.context(grid).flatten(2).transpose(1, 2)
-        logits = self.cells(self.norm(cell)).transpose(1, 2).reshape(b, *self.shape)
+        features = self.norm(cell)
+        logits = self.cells(features).transpose(1, 2).reshape(b, *self.shape)
         logits = logits.masked_fill(~self.seen, self.UNSEEN_LOGIT)
-        return logits, self.light(pooled)
+        span = None
+        if self.spans is not None:
+            span = self.spans(features).transpose(1, 2).reshape(b, self.shape[0], 2, rows, cols)
+        return logits, self.light(pooled), span

@@ -63,6 +63,11 @@ class PerceptionConfig(_Strict):
     camera_fov_deg: float = Field(100.0, gt=0.0, lt=180.0)
     lift_heights_m: tuple[float, ...] = (0.0, 1.0)  # [m] above the road, sampled per cell
     lift_dim: int = Field(64, ge=8)  # channels of the lifted cell features
+    # Also regress, per cell and class, where across the cell its objects lie: the lateral
+    # span [y_lo, y_hi] as fractions of the cell's width (`agent.model.losses.bev_spans`).
+    # The guard then sees a cone on the lane line as a cone on the lane line, not as the
+    # whole 4 m column the ego drives in (agent/safety/perception_view.py).
+    bev_span: bool = False
 
     @property
     def cell_size(self) -> tuple[float, float]:

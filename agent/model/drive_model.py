@@ -67,11 +67,15 @@ class DriveOutput:
     distilled_flags: torch.Tensor  # (B, F) logits
     distilled_intent: torch.Tensor  # (B, I) logits
     pooled: torch.Tensor  # (B, d) current-frame visual summary
+    # (B, classes, 2, rows, cols) logits of where across each cell its objects lie
+    # (sigmoid: fractions of the cell's width, `losses.bev_spans`); None without the head
+    bev_span_logits: torch.Tensor | None = None
 
 
 class PerceptionHead(nn.Module):
     """Learned BEV cell queries cross-attend to the visual tokens -> occupancy logits per
-    class; a light-state classifier on the pooled feature.
+    class (and, with `PerceptionConfig.bev_span`, the lateral span of each class within
+    each cell); a light-state classifier on the pooled feature.
 
     One query per cell (128 for the shipped 16 x 8 grid, 800 for a 2 x 1 m one). The
     queries are parameters, so their attention projection does not depend on the input:
@@ -86,6 +90,7 @@ class PerceptionHead(nn.Module):
         self.attn = nn.MultiheadAttention(cfg.d_model, cfg.heads, batch_first=True)
         self.norm = nn.LayerNorm(cfg.d_model)
         self.cells = nn.Linear(cfg.d_model, self.shape[0])
+        self.spans = nn.Linear(cfg.d_model, 2 * self.shape[0]) if cfg.perception.bev_span else None
         self.light = nn.Sequential(
             nn.Linear(cfg.d_model, cfg.d_model),
             nn.GELU(),
@@ -127,12 +132,18 @@ class PerceptionHead(nn.Module):
 
     def forward(
         self, tokens: torch.Tensor, pooled: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(occupancy logits (B, classes, rows, cols), light logits (B, states), span logits
+        (B, classes, 2, rows, cols) or None)."""
         b = tokens.shape[0]
         q = self.queries.expand(b, -1, -1)
-        cells = self.cells(self.norm(q + self._attend(tokens)))
-        bev = cells.transpose(1, 2).reshape(b, *self.shape)
-        return bev, self.light(pooled)
+        features = self.norm(q + self._attend(tokens))
+        bev = self.cells(features).transpose(1, 2).reshape(b, *self.shape)
+        span = None
+        if self.spans is not None:
+            classes, rows, cols = self.shape
+            span = self.spans(features).transpose(1, 2).reshape(b, classes, 2, rows, cols)
+        return bev, self.light(pooled), span
 
 
 class DistilledReasoning(nn.Module):
@@ -214,9 +225,12 @@ class DriveModel(nn.Module):
         return torch.cat([tokens + self.token_type[0], extra], dim=1), state
 
     def heads(self, tokens: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
-        bev, light = self.perception(tokens, pooled)
+        bev, light, span = self.perception(tokens, pooled)
         emb, flags, intent = self.distill(tokens)
-        return {"bev": bev, "light": light, "emb": emb, "flags": flags, "intent": intent}
+        out = {"bev": bev, "light": light, "emb": emb, "flags": flags, "intent": intent}
+        if span is not None:
+            out["bev_span"] = span
+        return out
 
     def forward(self, x: DriveInputs, sample: bool = False, generator=None) -> DriveOutput:
         """Training (`sample=False`): one denoising pass from randomly noised anchors.
@@ -242,4 +256,6 @@ class DriveModel(nn.Module):
             if sample
             else self.planner.training_outputs(context, state, generator)
         )
-        return DriveOutput(plan, h["bev"], h["light"], h["emb"], h["flags"], h["intent"], pooled)
+        return DriveOutput(
+            plan, h["bev"], h["light"], h["emb"], h["flags"], h["intent"], pooled, h.get("bev_span")
+        )

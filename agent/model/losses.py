@@ -56,6 +56,7 @@ class LossWeights:
     comfort: float = 0.1
     aux: float = 0.5
     distill: float = 0.5
+    span: float = 1.0  # x aux: the BEV span head's L1 (a model without one ignores it)
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,9 @@ def jerk_excess(trajectory: torch.Tensor) -> torch.Tensor:
     return (F.relu(jerk.norm(dim=-1) - MAX_JERK_MPS3) / MAX_JERK_MPS3).mean(-1)
 
 
-def bev_targets(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Occupancy (B, classes, rows, cols) in {0, 1}: a cell is occupied by a class when the
-    cell's centre lies in one of its boxes grown by half a cell (the box touches the cell)."""
-    rows, cols = cfg.bev_shape
+def _cell_hits(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, rows * cols, M) bool: obstacle m touches the cell, i.e. the cell's centre lies in
+    its box grown by half a cell (cells in `PerceptionConfig.cell_centres` order, row-major)."""
     half_x, half_y = (size / 2 for size in cfg.cell_size)
     xs, ys = (torch.as_tensor(c, dtype=obstacles.dtype) for c in cfg.cell_centres())
     gx, gy = torch.meshgrid(xs.to(obstacles.device), ys.to(obstacles.device), indexing="ij")
@@ -129,12 +129,53 @@ def bev_targets(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tens
     inside = (along.abs() <= obstacles[:, None, :, 5] / 2 + half_x) & (
         across.abs() <= obstacles[:, None, :, 6] / 2 + half_y
     )
-    inside = inside & mask[:, None, :]
+    return inside & mask[:, None, :]
+
+
+def bev_targets(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Occupancy (B, classes, rows, cols) in {0, 1}: a cell is occupied by a class when the
+    cell's centre lies in one of its boxes grown by half a cell (the box touches the cell)."""
+    rows, cols = cfg.bev_shape
+    inside = _cell_hits(cfg, obstacles, mask)
     kind = obstacles[..., 7].long()  # (B, M)
     out = []
     for c in range(len(cfg.bev_classes)):
         out.append((inside & (kind == c)[:, None, :]).any(-1))
     return torch.stack(out, dim=1).float().view(obstacles.shape[0], -1, rows, cols)
+
+
+def bev_spans(cfg: PerceptionConfig, obstacles: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, classes, 2, rows, cols): where across each occupied cell its class's objects lie,
+    [y_lo, y_hi] as fractions of the cell's width (0 = the cell's right edge, at its lowest
+    y; 1 = its left edge). The union over the class's objects touching the cell
+    (`bev_targets`), each object as its ego-frame axis-aligned footprint clipped to the
+    cell; 0 where the class does not occupy the cell (the loss masks those). An object
+    counted by `bev_targets`' grown-box test whose footprint misses the cell (a yawed box's
+    corner) clips to the nearest edge."""
+    rows, cols = cfg.bev_shape
+    width = cfg.cell_size[1]
+    inside = _cell_hits(cfg, obstacles, mask)  # (B, R*C, M)
+    yaw = obstacles[..., 2]
+    half = (yaw.sin().abs() * obstacles[..., 5] + yaw.cos().abs() * obstacles[..., 6]) / 2
+    low, high = obstacles[..., 1] - half, obstacles[..., 1] + half  # (B, M) [m]
+    _, ys = cfg.cell_centres()
+    right = torch.as_tensor(ys - width / 2, dtype=obstacles.dtype, device=obstacles.device)
+    right = right.repeat(rows)  # (R*C,) row-major, as _cell_hits
+    # (B, R*C, M) fractions of the cell's width, clipped to the cell
+    lo = ((low[:, None, :] - right[None, :, None]) / width).clamp(0.0, 1.0)
+    hi = ((high[:, None, :] - right[None, :, None]) / width).clamp(0.0, 1.0)
+    kind = obstacles[..., 7].long()
+    out = []
+    for c in range(len(cfg.bev_classes)):
+        hit = inside & (kind == c)[:, None, :]
+        occupied = hit.any(-1)
+        c_lo = torch.where(hit, lo, torch.full_like(lo, 2.0)).amin(-1)
+        c_hi = torch.where(hit, hi, torch.full_like(hi, -1.0)).amax(-1)
+        zero = torch.zeros_like(c_lo)
+        out.append(
+            torch.stack([torch.where(occupied, c_lo, zero), torch.where(occupied, c_hi, zero)], 1)
+        )
+    return torch.stack(out, dim=1).view(obstacles.shape[0], -1, 2, rows, cols)
 
 
 def compute_losses(
@@ -178,6 +219,14 @@ def compute_losses(
         out.bev_logits, occupancy, pos_weight=((1 - pos) / pos).sqrt(), reduction="none"
     )
     terms["bev"] = (bce * weight).sum() / weight.sum()
+    aux = terms["bev"]
+    if out.bev_span_logits is not None:
+        # L1 in cell widths on the cells the class occupies (elsewhere there is no span).
+        spans = bev_spans(cfg.perception, targets.obstacles, targets.obstacle_mask)
+        occupied = (occupancy * weight)[:, :, None].expand_as(spans)
+        err = (torch.sigmoid(out.bev_span_logits) - spans).abs() * occupied
+        terms["bev_span"] = err.sum() / occupied.sum().clamp(min=1.0)
+        aux = aux + weights.span * terms["bev_span"]
     terms["light"] = F.cross_entropy(out.light_logits, targets.light_state)
     terms["distill_flags"] = F.binary_cross_entropy_with_logits(
         out.distilled_flags, targets.flags, pos_weight=flag_weight
@@ -189,7 +238,7 @@ def compute_losses(
         + w.traj * terms["traj"]
         + w.collision * terms["collision"]
         + w.comfort * terms["comfort"]
-        + w.aux * (terms["bev"] + terms["light"])
+        + w.aux * (aux + terms["light"])
         + w.distill * (terms["distill_flags"] + terms["distill_intent"])
     )
     if "align" in terms:

@@ -358,7 +358,7 @@ class SafetyGuard:
         if self._start_time_s is None:
             self._start_time_s = inputs.time_s
 
-        view = self._view(inputs, inputs.route_xy)
+        view = self.perceived_view(inputs, inputs.route_xy)
         self.last_view = view
         failed = self._plan_failures(inputs, view)
         trajectory = inputs.trajectory.copy()
@@ -380,7 +380,7 @@ class SafetyGuard:
         elif failed:
             route = self.fallback_route(inputs, failed)
             if route is not inputs.route_xy:
-                view = self.last_view = self._view(inputs, route)
+                view = self.last_view = self.perceived_view(inputs, route)
             plan = self.rules.plan(view, inputs.time_s)
             trajectory = resample_in_time(plan.trajectory, RULES_DT_S, self.config.dt_s, num_poses)
             unsafe = self._fallback_failure(trajectory, view)
@@ -435,7 +435,7 @@ class SafetyGuard:
                 # the view's route: the navigation's, from the ego, carried on to its horizon
                 or _distance_to_polyline(candidate, view.route_xy).max()
                 > cfg.alternative_max_offset_m
-                or self._failures_of(candidate, inputs, view)
+                or self.trajectory_failures(candidate, inputs, view)
             ):
                 continue
             self._held_since_s = None
@@ -519,7 +519,7 @@ class SafetyGuard:
         if crawling and arc_lengths(inputs.trajectory)[-1] >= arc_lengths(crawl)[-1]:
             self._unstick_until_s = -math.inf  # the planner drives on by itself
             return None
-        if self._contacts(crawl, view) or self._failures_of(crawl, inputs, view):
+        if self._contacts(crawl, view) or self.trajectory_failures(crawl, inputs, view):
             self._stood_since_s = now  # something is there after all: wait again
             self._unstick_until_s = -math.inf
             return None
@@ -576,10 +576,10 @@ class SafetyGuard:
             failed[ReasonCode.LOW_CONFIDENCE] = (
                 f"confidence {inputs.confidence:.3f} < {cfg.confidence_threshold:.3f}"
             )
-        failed.update(self._failures_of(inputs.trajectory, inputs, view))
+        failed.update(self.trajectory_failures(inputs.trajectory, inputs, view))
         return failed
 
-    def _failures_of(
+    def trajectory_failures(
         self, trajectory: np.ndarray, inputs: GuardInputs, view: ObstacleView
     ) -> dict[ReasonCode, str]:
         """The checks on a trajectory itself: static obstacles / pedestrians on it within the
@@ -609,7 +609,7 @@ class SafetyGuard:
             )
         return failed
 
-    def _view(self, inputs: GuardInputs, route_xy: np.ndarray) -> ObstacleView:
+    def perceived_view(self, inputs: GuardInputs, route_xy: np.ndarray) -> ObstacleView:
         return view_from_perception(
             inputs.perception, inputs.speed_mps, route_xy, self.config.view, self.grid
         )

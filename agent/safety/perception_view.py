@@ -77,6 +77,8 @@ class PerceptionViewConfig(BaseModel):
 
     occupancy_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] a cell at or above is occupied
     cell_box_scale: float = Field(0.5, gt=0.0)  # [-] box of an occupied cell / the cell
+    # (across the cell only without a span head: with one, the predicted span decides)
+    span_margin_m: float = Field(0.25, ge=0.0)  # [m] each side of a predicted span
     light_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] light state probability
     flag_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] rain / fog / night flags
     light_decel_mps2: float = Field(3.0, gt=0.0)  # [m/s^2] (dry) assumed stop before a light
@@ -100,6 +102,9 @@ class PerceptionOutputs:
     flags: (len(FLAGS),) edge-case flags (distilled head or VLM), FLAGS order.
     intent: (len(INTENTS),) the reasoning's manoeuvre probabilities, INTENTS order, or None
         (no reasoning source gives one). The guard reads it to choose the side of a pass.
+    span: (classes, 2, R, C) where across each cell its objects lie, [y_lo, y_hi] as
+        fractions of the cell's width (`agent.model.losses.bev_spans`), or None (a model
+        without the span head: an occupied cell is the whole cell).
     Shapes are checked here; values are not (a NaN is the guard's to catch).
     """
 
@@ -107,6 +112,7 @@ class PerceptionOutputs:
     light: np.ndarray
     flags: np.ndarray
     intent: np.ndarray | None = None
+    span: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for name in ("occupancy", "light", "flags"):
@@ -123,6 +129,14 @@ class PerceptionOutputs:
             shape = getattr(self, name).shape
             if shape != (size,):
                 raise ValueError(f"PerceptionOutputs.{name} must be ({size},), got {shape}")
+        if self.span is not None:
+            object.__setattr__(self, "span", np.asarray(self.span, dtype=np.float64))
+            classes, *cells = self.occupancy.shape
+            if self.span.shape != (classes, 2, *cells):
+                raise ValueError(
+                    f"PerceptionOutputs.span must be ({classes}, 2, {cells[0]}, {cells[1]}) "
+                    f"like the occupancy, got {self.span.shape}"
+                )
 
     @classmethod
     def from_logits(
@@ -149,6 +163,7 @@ class PerceptionOutputs:
             and np.isfinite(self.light).all()
             and np.isfinite(self.flags).all()
             and (self.intent is None or np.isfinite(self.intent).all())
+            and (self.span is None or np.isfinite(self.span).all())
         )
 
 
@@ -181,10 +196,20 @@ def road_conditions(
 
 
 def cell_obstacles(
-    occupancy: np.ndarray, grid: PerceptionConfig, threshold: float
-) -> tuple[np.ndarray, tuple[str, ...], np.ndarray]:
-    """Occupied cells -> (centres (N, 2) [m] ego frame, kinds (N,), ids (N,) int64).
+    occupancy: np.ndarray,
+    grid: PerceptionConfig,
+    threshold: float,
+    box_scale: float = 1.0,
+    span: np.ndarray | None = None,
+    span_margin_m: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
+    """Occupied cells -> (centres (N, 2) [m] ego frame, sizes (N, 2) [m] (length along x,
+    width along y), kinds (N,), ids (N,) int64).
 
+    Each box is `box_scale` times the cell, centred on it. With `span` ((classes, 2, R, C),
+    `PerceptionOutputs.span`) a box spans the cell's length times `box_scale` along x and,
+    across, the predicted [y_lo, y_hi] widened by `span_margin_m` each side (kept inside
+    the cell: the occupancy already says the object touches this cell, not its neighbour).
     Ids are flat indices into (classes, R, C). Kinds are the grid's class names, which must
     be rule-set kinds (`agent.rules.view.KINDS`)."""
     expected = (len(grid.bev_classes), *grid.bev_shape)
@@ -197,9 +222,18 @@ def cell_obstacles(
         raise ValueError(f"bev_classes {unknown} are not rule-set kinds {KINDS}")
     cls, row, col = np.nonzero(occupancy >= threshold)
     xs, ys = grid.cell_centres()
-    centres = np.stack([xs[row], ys[col]], axis=1).astype(np.float64)
+    length, width = grid.cell_size
+    centres = np.stack([xs[row], ys[col]], axis=1).astype(np.float64).reshape(-1, 2)
+    sizes = np.tile(np.multiply(grid.cell_size, box_scale), (len(cls), 1)).astype(np.float64)
+    if span is not None:
+        frac = np.sort(span[cls, :, row, col], axis=1)  # (N, 2), lo <= hi
+        right = ys[col] - width / 2
+        lo = np.maximum(right + frac[:, 0] * width - span_margin_m, right)
+        hi = np.minimum(right + frac[:, 1] * width + span_margin_m, right + width)
+        centres[:, 1] = (lo + hi) / 2
+        sizes[:, 1] = hi - lo
     ids = np.ravel_multi_index((cls, row, col), occupancy.shape).astype(np.int64)
-    return centres.reshape(-1, 2), tuple(grid.bev_classes[int(c)] for c in cls), ids
+    return centres, sizes, tuple(grid.bev_classes[int(c)] for c in cls), ids
 
 
 def perceived_light(
@@ -277,7 +311,14 @@ def view_from_perception(
     points, s, lateral = _route_ahead(route_xy, config.horizon_m)
     m = len(s)
 
-    centres, kinds, ids = cell_obstacles(perception.occupancy, grid, config.occupancy_threshold)
+    centres, sizes, kinds, ids = cell_obstacles(
+        perception.occupancy,
+        grid,
+        config.occupancy_threshold,
+        config.cell_box_scale,
+        perception.span,
+        config.span_margin_m,
+    )
     n = len(kinds)
     friction, visibility = road_conditions(
         perception.flags, config.flag_threshold, config.night_visibility_m
@@ -303,7 +344,7 @@ def view_from_perception(
         obstacle_xy=centres,
         obstacle_yaw=np.zeros(n),
         obstacle_velocity=np.zeros((n, 2)),
-        obstacle_size=np.tile(np.multiply(grid.cell_size, config.cell_box_scale), (n, 1)),
+        obstacle_size=sizes,
         obstacle_kind=kinds,
         obstacle_id=ids,
         obstacle_scenario=np.zeros(n, bool),

@@ -50,6 +50,7 @@ class LossConfig(_Strict):
     comfort: float = 0.1
     aux: float = 0.5
     distill: float = 0.5
+    span: float = 1.0  # BEV span head (`perception.bev_span`), inside the aux weight
     vlm_lm: float = 0.2  # language-model loss kept during the lora / joint stages
 
 

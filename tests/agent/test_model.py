@@ -3,6 +3,7 @@ a few training steps, save -> load, and a golden output."""
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from agent.model.losses import (
     MAX_FLAG_POS_WEIGHT,
     LossWeights,
     Targets,
+    bev_spans,
     bev_targets,
     box_penetration,
     closest_anchor,
@@ -222,6 +224,59 @@ def test_bev_targets_on_a_rectangular_grid_centred_on_the_ego() -> None:
     cone[0, 0, 1] = 1.6
     occ = bev_targets(cfg, cone, torch.ones(1, 1, dtype=torch.bool))[0, 2]
     assert occ.nonzero().tolist() == [[9, 13], [9, 14]]
+
+
+def test_bev_spans_say_where_across_the_cell_objects_lie() -> None:
+    # Shipped grid: 4 m columns split at y = 0; column 4 spans y in [0, 4], column 3 [-4, 0].
+    cfg = PerceptionConfig()
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    objects = torch.tensor(
+        [
+            [
+                [10.0, 1.75, 0.0, 0.0, 0.0, 0.4, 0.4, 2.0],  # cone on the lane line, row 4
+                [10.0, 3.0, 0.0, 0.0, 0.0, 0.4, 0.4, 2.0],  # a second cone in the same cell
+                [30.0, 0.0, math.pi / 2, 0.0, 0.0, 4.0, 2.0, 0.0],  # car across the lane, row 9
+            ]
+        ]
+    )
+    spans = bev_spans(cfg, objects, mask)[0]
+    occ = bev_targets(cfg, objects, mask)[0]
+    assert spans.shape == (3, 2, *cfg.bev_shape)
+    # The two cones: the union of [1.55, 1.95] and [2.8, 3.2] m, in quarters of the cell.
+    torch.testing.assert_close(spans[2, :, 4, 4], torch.tensor([1.55 / 4, 3.2 / 4]))
+    # Yawed 90 degrees, the car's 4 m length lies across: y in [-2, 2], split over columns.
+    torch.testing.assert_close(spans[0, :, 9, 4], torch.tensor([0.0, 0.5]))
+    torch.testing.assert_close(spans[0, :, 9, 3], torch.tensor([0.5, 1.0]))
+    # Where a class does not occupy a cell its span is 0 (the loss masks it out).
+    assert bool(((spans.abs().sum(1) > 0) <= (occ > 0)).all())
+    assert spans[1].abs().sum() == 0  # no pedestrian anywhere
+
+
+def test_the_span_head_is_optional_trained_and_saved(tmp_path: Path) -> None:
+    cfg = SMALL.model_copy(update={"perception": PerceptionConfig(bev_span=True)})
+    model = make_model(cfg)
+    x, t = batch(model)
+    out = model(x)
+    assert out.bev_span_logits is not None
+    assert out.bev_span_logits.shape == (4, 3, 2, *cfg.perception.bev_shape)
+    assert make_model()(x).bev_span_logits is None  # off by default: old checkpoints load
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = last = 0.0
+    for step in range(30):
+        terms = compute_losses(
+            model, model(x, generator=torch.Generator().manual_seed(step)), t, LossWeights()
+        )
+        opt.zero_grad()
+        terms["total"].backward()
+        opt.step()
+        first = first or terms["bev_span"].item()
+        last = terms["bev_span"].item()
+    assert last < 0.5 * first
+    model.eval()
+    save_drive_model(model, tmp_path, {})
+    loaded, _ = load_drive_model(tmp_path)
+    assert loaded.cfg.perception.bev_span
+    torch.testing.assert_close(loaded(x).bev_span_logits, model(x).bev_span_logits, rtol=0, atol=0)
 
 
 def test_perception_head_is_multihead_attention_and_its_query_cache_follows_the_weights() -> None:

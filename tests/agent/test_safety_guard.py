@@ -769,6 +769,50 @@ def test_a_rectangular_grid_gives_cell_sized_boxes_the_ego_passes_beside() -> No
     assert blocked.reason in (ReasonCode.PATH_BLOCKED, ReasonCode.TTC)
 
 
+def test_a_span_head_puts_the_box_where_in_the_cell_the_object_is() -> None:
+    # The shipped 4 m grid: a cone on the lane line (y = 2 m) fills the column y in [0, 4]
+    # the ego's corridor (half width 1.06 + 0.4 m) reaches into, so the whole-cell box
+    # blocks the straight plan past it. With the span head's [0.45, 0.55] of the cell
+    # (y in [1.8, 2.2] m, widened by the 0.25 m margin to [1.55, 2.45]) the ego passes; a
+    # span over the cell's right half (y in [0, 2]) still blocks.
+    occ = occupancy([("static", 14.0, 2.0)])
+    span = np.zeros((3, 2, ROWS, COLS))
+    span[2, :, 5, 4] = [1.8 / 4, 2.2 / 4]
+    light = np.array([0.97, 0.01, 0.01, 0.01])
+    guard = SafetyGuard(GuardConfig(raise_errors=True))
+    plan = straight(5.0)
+    whole = guard.check(
+        inputs(plan, speed=5.0, percept=PerceptionOutputs(occ, light, np.zeros(len(FLAGS))))
+    )
+    assert whole.reason == ReasonCode.PATH_BLOCKED
+    spanned = PerceptionOutputs(occ, light, np.zeros(len(FLAGS)), span=span)
+    view = view_from_perception(spanned, 5.0, np.array([[0.0, 0.0], [10.0, 0.0]]))
+    np.testing.assert_allclose(view.obstacle_xy, [[14.0, 2.0]])
+    np.testing.assert_allclose(view.obstacle_size, [[2.0, 0.4 + 2 * 0.25]])
+    guard.reset()
+    assert guard.check(inputs(plan, speed=5.0, percept=spanned)).reason == ReasonCode.ACCEPTED
+    span[2, :, 5, 4] = [0.0, 0.5]
+    guard.reset()
+    blocked = guard.check(
+        inputs(
+            plan, speed=5.0, percept=PerceptionOutputs(occ, light, np.zeros(len(FLAGS)), span=span)
+        )
+    )
+    assert blocked.reason == ReasonCode.PATH_BLOCKED
+    # The margin never pushes a box out of its cell, and the span's order does not matter.
+    span[2, :, 5, 4] = [0.02, 0.0]
+    view = view_from_perception(
+        PerceptionOutputs(occ, light, np.zeros(len(FLAGS)), span=span),
+        5.0,
+        np.array([[0.0, 0.0], [10.0, 0.0]]),
+    )
+    np.testing.assert_allclose(view.obstacle_xy[0, 1] - view.obstacle_size[0, 1] / 2, 0.0)
+    np.testing.assert_allclose(view.obstacle_size[0, 1], 0.08 + 0.25)
+    with pytest.raises(ValueError, match="span must be"):
+        PerceptionOutputs(occ, light, np.zeros(len(FLAGS)), span=np.zeros((3, ROWS, COLS)))
+    assert not PerceptionOutputs(occ, light, np.zeros(len(FLAGS)), span=span * np.nan).is_finite()
+
+
 def test_view_is_one_lane_on_the_route_from_the_ego() -> None:
     route = np.array([[-5.0, 1.5], [40.0, 1.5]])  # the route centre 1.5 m left of the ego
     view = view_from_perception(perception(), 7.0, route)

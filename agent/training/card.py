@@ -209,6 +209,8 @@ def write_model_card(checkpoint: str | Path) -> Path:
                 f"Traffic-light head: accuracy {perception['light_accuracy']}, red recall "
                 f"{perception['red_light_recall']}.",
             ]
+            lines += _span_lines(perception.get("span"))
+            lines += _guard_check_lines(perception.get("guard_checks"))
     else:
         lines.append("Not measured yet (`vlmdrive eval-open --out <checkpoint>/open_loop.json`).")
     lines += ["", "## Closed-loop evaluation (embedded simulator, eval suite, `vlmdrive eval`)", ""]
@@ -256,3 +258,49 @@ def write_model_card(checkpoint: str | Path) -> Path:
     path = directory / "README.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _span_lines(span: dict[str, Any] | None) -> list[str]:
+    """The span head's error (`open_loop.span_metrics`), if the model has one."""
+    if not span:
+        return []
+    parts = [
+        f"{name} {v['edge_mae_m']} m ({v['cells']} cells)"
+        for name, v in span.items()
+        if v["edge_mae_m"] is not None
+    ]
+    return [
+        "",
+        "Span head (where across an occupied cell its objects lie), mean error of the two "
+        "edges on cells both predicted and truly occupied: " + ", ".join(parts) + ".",
+    ]
+
+
+def _guard_check_lines(checks: dict[str, Any] | None) -> list[str]:
+    """The guard's path checks replayed on eval frames (`open_loop.guard_checks`)."""
+    if not checks:
+        return []
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    lines = [
+        "",
+        "The safety guard's path checks replayed on these frames (`agent/safety/offline.py`): "
+        "how often they fail the expert's own plan, and how many of the straight-on plans "
+        "that really reach an obstacle they fail too:",
+        "",
+        "| perception | frames | expert plan flagged | straight-on hazards caught |",
+        "|---|---|---|---|",
+    ]
+    for source, label in (
+        ("model", "the model's heads"),
+        ("ground_truth", "ground truth, same grid"),
+    ):
+        if source in checks:
+            m = checks[source]
+            lines.append(
+                f"| {label} | {m['frames']} | {pct(m['expert_plan_flagged'])} | "
+                f"{pct(m['hazards_caught'])} of {m['hazards']} |"
+            )
+    return lines

@@ -31,8 +31,12 @@ from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
 from agent.model.checkpoint import VLM_DIR, load_drive_model
 from agent.model.config import PerceptionConfig
 from agent.model.drive_model import DriveInputs
-from agent.model.losses import bev_targets, box_penetration
+from agent.model.losses import bev_spans, bev_targets, box_penetration
+from agent.safety.guard import GuardConfig, SafetyGuard
+from agent.safety.offline import plan_check_rates
 from agent.training.trainer import load_arrays
+
+GUARD_FRAMES = 1500  # frames (evenly spaced) the guard's path checks are replayed on
 
 HORIZONS_S = (1.0, 2.0, 3.0)
 FLAG_THRESHOLD = 0.5
@@ -206,6 +210,32 @@ def perception_metrics(
     }
 
 
+def span_metrics(
+    span_pred: np.ndarray,
+    span_truth: np.ndarray,
+    bev_pred: np.ndarray,
+    bev_truth: np.ndarray,
+    grid: PerceptionConfig,
+) -> dict[str, Any]:
+    """span_pred / span_truth (N, classes, 2, rows, cols) fractions of the cell's width
+    (`losses.bev_spans`); bev_pred / bev_truth bool (N, classes, rows, cols) -> per class,
+    on the cells both predicted and truly occupied: the mean absolute error of the span's
+    two edges [m] and how many cells that is."""
+    width = grid.cell_size[1]
+    out: dict[str, Any] = {}
+    for c, name in enumerate(grid.bev_classes):
+        both = bev_pred[:, c] & bev_truth[:, c]  # (N, rows, cols)
+        pred = np.sort(span_pred[:, c], axis=1).transpose(0, 2, 3, 1)[both]  # (K, 2)
+        truth = span_truth[:, c].transpose(0, 2, 3, 1)[both]
+        out[name] = {
+            "cells": int(both.sum()),
+            "edge_mae_m": round(float(np.abs(pred - truth).mean() * width), 3)
+            if len(pred)
+            else None,
+        }
+    return out
+
+
 @torch.no_grad()
 def evaluate_open_loop(
     checkpoint: str | Path,
@@ -229,6 +259,8 @@ def evaluate_open_loop(
     gt = d["trajectory"]
     grid = model.cfg.perception
     bev_pred = np.zeros((n, len(grid.bev_classes), *grid.bev_shape), dtype=bool)
+    span_shape = (n, len(grid.bev_classes), 2, *grid.bev_shape)
+    span_pred = np.zeros(span_shape, dtype=np.float32) if grid.bev_span else None
     light_pred = np.zeros(n, dtype=np.int64)
     for source in sources:
         chosen = np.zeros_like(gt)
@@ -240,6 +272,8 @@ def evaluate_open_loop(
             tokens, pooled = model.encoder(frames)
             heads = model.heads(tokens, pooled)
             bev_pred[rows] = (torch.sigmoid(heads["bev"]) >= FLAG_THRESHOLD).numpy()
+            if span_pred is not None:
+                span_pred[rows] = torch.sigmoid(heads["bev_span"]).numpy()
             light_pred[rows] = heads["light"].argmax(-1).numpy()
             emb, flag_logits, intent_logits = heads["emb"], heads["flags"], heads["intent"]
             if source == "vlm":
@@ -277,18 +311,23 @@ def evaluate_open_loop(
             "intent_accuracy": round(float((intent == d["intent"]).mean()), 4),
         }
     bev_truth = np.zeros_like(bev_pred)
+    span_truth = None if span_pred is None else np.zeros_like(span_pred)
     for i in range(0, n, 512):
         block = slice(i, min(n, i + 512))
-        bev_truth[block] = (
-            bev_targets(
-                grid,
-                torch.from_numpy(d["obstacles"][block]),
-                torch.from_numpy(d["obstacle_mask"][block]),
-            ).numpy()
-            > 0.5
-        )
+        boxes = torch.from_numpy(d["obstacles"][block])
+        box_mask = torch.from_numpy(d["obstacle_mask"][block])
+        bev_truth[block] = bev_targets(grid, boxes, box_mask).numpy() > 0.5
+        if span_truth is not None:
+            span_truth[block] = bev_spans(grid, boxes, box_mask).numpy()
     results["perception"] = perception_metrics(
         bev_pred, bev_truth, light_pred, d["light_state"], grid
+    )
+    if span_pred is not None and span_truth is not None:
+        results["perception"]["span"] = span_metrics(
+            span_pred, span_truth, bev_pred, bev_truth, grid
+        )
+    results["perception"]["guard_checks"] = guard_checks(
+        d, bev_pred, span_pred, bev_truth, span_truth, grid
     )
     if reasoner is not None and text_frames > 0:
         rng = np.random.default_rng(seed)
@@ -311,3 +350,35 @@ def evaluate_open_loop(
         }
     results["intents"] = list(INTENTS)
     return results
+
+
+def guard_checks(
+    d: dict[str, np.ndarray],
+    bev_pred: np.ndarray,
+    span_pred: np.ndarray | None,
+    bev_truth: np.ndarray,
+    span_truth: np.ndarray | None,
+    grid: PerceptionConfig,
+    frames: int = GUARD_FRAMES,
+) -> dict[str, Any]:
+    """The safety guard's path checks (default `GuardConfig`) replayed on up to `frames`
+    evenly spaced frames (`agent.safety.offline.plan_check_rates`): on the model's heads,
+    and on ground truth in the same representation (cells, with spans when the model has
+    them): what the grid could give the guard at best."""
+    n = len(bev_pred)
+    rows = np.unique(np.linspace(0, n - 1, min(n, frames)).astype(int))
+    guard = SafetyGuard(GuardConfig(), grid)
+    frame_args = tuple(
+        d[k][rows]
+        for k in ("speed_mps", "target_point", "trajectory", "obstacles", "obstacle_mask")
+    )
+
+    def rates(occupancy: np.ndarray, span: np.ndarray | None) -> dict[str, Any]:
+        return plan_check_rates(
+            guard,
+            occupancy[rows].astype(np.float64),
+            None if span is None else span[rows],
+            *frame_args,
+        )
+
+    return {"model": rates(bev_pred, span_pred), "ground_truth": rates(bev_truth, span_truth)}

@@ -135,11 +135,15 @@ def test_all_stages_then_checkpoint_open_loop_and_card(tmp_path: Path) -> None:
     perception = metrics["perception"]
     assert set(perception["bev"]) == set(model.cfg.perception.bev_classes)
     assert 0.0 <= perception["light_accuracy"] <= 1.0
+    checks = perception["guard_checks"]
+    assert checks["model"]["frames"] == checks["ground_truth"]["frames"] == 24
+    assert "span" not in perception  # the model has no span head
     from agent.training.card import write_model_card
 
     (out / "open_loop.json").write_text(json.dumps(metrics))
     card = write_model_card(out).read_text()
     assert "L2@3s" in card and "vlmdrive-tiny" in card
+    assert "| the model's heads | 24 |" in card
 
 
 def test_resume_continues_from_the_saved_step(tmp_path: Path, monkeypatch) -> None:
@@ -307,6 +311,48 @@ def test_perception_metrics_count_cells_per_class_and_in_the_corridor() -> None:
     assert m["bev"]["pedestrian"]["grid"]["support"] == 0
     assert m["bev"]["pedestrian"]["grid"]["recall"] is None
     assert m["light_accuracy"] == 0.5 and m["red_light_recall"] == 0.5
+
+
+def test_span_metrics_measure_the_edges_on_cells_both_predicted_and_true() -> None:
+    from agent.model.config import PerceptionConfig
+    from agent.training.card import _guard_check_lines, _span_lines
+    from agent.training.open_loop import span_metrics
+
+    grid = PerceptionConfig()  # 4 m wide cells
+    rows, cols = grid.bev_shape
+    truth = np.zeros((1, 3, rows, cols), dtype=bool)
+    pred = np.zeros_like(truth)
+    truth[0, 2, 5, 4] = pred[0, 2, 5, 4] = True  # a hit
+    truth[0, 2, 6, 4] = True  # missed: no span to judge
+    pred[0, 2, 7, 4] = True  # false alarm: no true span
+    span_truth = np.zeros((1, 3, 2, rows, cols), dtype=np.float32)
+    span_pred = np.zeros_like(span_truth)
+    span_truth[0, 2, :, 5, 4] = [0.45, 0.55]
+    span_pred[0, 2, :, 5, 4] = [0.6, 0.5]  # edges come sorted: [0.5, 0.6], 0.05 off each
+    m = span_metrics(span_pred, span_truth, pred, truth, grid)
+    assert m["static"] == {"cells": 1, "edge_mae_m": 0.2}
+    assert m["vehicle"] == {"cells": 0, "edge_mae_m": None}
+    line = "".join(_span_lines(m))
+    assert "static 0.2 m (1 cells)" in line and "vehicle" not in line
+    assert _span_lines(None) == [] and _guard_check_lines(None) == []
+    table = _guard_check_lines(
+        {
+            "model": {
+                "frames": 10,
+                "expert_plan_flagged": 0.1,
+                "hazards": 2,
+                "hazards_caught": 0.5,
+            },
+            "ground_truth": {
+                "frames": 10,
+                "expert_plan_flagged": 0.0,
+                "hazards": 0,
+                "hazards_caught": None,
+            },
+        }
+    )
+    assert "| the model's heads | 10 | 10.0 % | 50.0 % of 2 |" in table
+    assert "| ground truth, same grid | 10 | 0.0 % | - of 0 |" in table
 
 
 def test_model_card_lists_each_dataset_as_recorded_at_training_time(tmp_path: Path) -> None:

@@ -16,6 +16,12 @@ route ahead from navigation. What the heads cannot tell is filled in conservativ
   of a blind straight-on plan): the shipped 4 m grid (columns split at y = 0) at scale
   0.5 (the default) 7.0 % / 99 %, at scale 1 9.4 % / 100 %; a 2 x 1 m grid centred on the
   ego at scale 1 2.5 % / 97 %. Use `cell_box_scale: 1.0` with such a grid.
+  A model with the span head (`PerceptionConfig.bev_span`) also says where across the cell
+  its objects lie (`PerceptionOutputs.span`): the box then covers that span widened by
+  `span_margin_m` each side (within the cell). With ground-truth spans on the shipped 4 m
+  grid the guard's path checks fail the expert's plan on 1.7 % of 1,500 eval frames
+  instead of 7.9 %, catching the same 85 % of straight-on hazards (`agent.safety.offline`;
+  its probe differs from the figures above).
 - Light: the light head says which state governs the route within
   `agent.data.schema.LIGHT_RANGE_M`, not where its stop line is. The state is the first of
   red, yellow, green whose probability reaches `light_threshold` (red first: the
@@ -222,7 +228,7 @@ def cell_obstacles(
         raise ValueError(f"bev_classes {unknown} are not rule-set kinds {KINDS}")
     cls, row, col = np.nonzero(occupancy >= threshold)
     xs, ys = grid.cell_centres()
-    length, width = grid.cell_size
+    width = grid.cell_size[1]
     centres = np.stack([xs[row], ys[col]], axis=1).astype(np.float64).reshape(-1, 2)
     sizes = np.tile(np.multiply(grid.cell_size, box_scale), (len(cls), 1)).astype(np.float64)
     if span is not None:

@@ -24,6 +24,7 @@ from agent.safety.trajectory import arc_lengths
 PATH_STEP_M = 0.5  # [m] the path is resampled this finely for the projection...
 MAX_PATH_SAMPLES = 400  # ...but never into more points (bounded work for absurd plans)
 STANDING_M = 1e-3  # [m] a plan covering less than this stands still
+SAMPLE_MERGE_M = 1e-6  # [m] path samples closer than this to the path's end are dropped
 
 _RULES_GEOMETRY = RulePlanner()  # only its stateless geometry helpers are used
 
@@ -55,7 +56,13 @@ def swept_contacts(
         total = 0.0
     else:
         step = max(PATH_STEP_M, total / MAX_PATH_SAMPLES)
-        s = np.unique(np.concatenate([np.arange(0.0, total, step), [total]]))
+        # The samples end exactly at the path's end. A sample that float noise puts a hair
+        # short of it (a path of exactly 6 m: arange's 6.0 and total 6.0000001) would make
+        # a last segment of ~1e-7 m whose direction is noise, and every obstacle point
+        # beyond the end would be projected onto that random direction (lateral ~0: a
+        # phantom contact). Samples within SAMPLE_MERGE_M of the end are dropped.
+        s = np.arange(0.0, total, step)
+        s = np.concatenate([s[s < total - SAMPLE_MERGE_M], [total]])
         path = np.stack([np.interp(s, d, poses[:, 0]), np.interp(s, d, poses[:, 1])], axis=1)
     points = _RULES_GEOMETRY.footprints(view, np.arange(n))  # (n, 5, 2)
     along, lateral = _RULES_GEOMETRY.project(path, s, points.reshape(-1, 2))

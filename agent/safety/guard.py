@@ -194,6 +194,10 @@ class GuardConfig(BaseModel):
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
     creep_duration_s: float = Field(4.0, gt=0.0)  # [s] one creep episode
     creep_min_plan_m: float = Field(1.0, ge=0.0)  # [m] the planner must want to move this far
+    side_creep: bool = True  # a creep takes a candidate that leaves the blocked lane first
+    # (see `_side_creep`)
+    side_creep_min_shift_m: float = Field(0.75, gt=0.0)  # [m] its last crawl pose this far
+    # to one side of the chosen plan's crawl
     unstick_after_s: float = Field(10.0, gt=0.0)  # [s] the planner's own stand before the
     # guard crawls on (see the docstring); a legitimate wait has a perceived cause
     unstick: bool = True  # crawl on after a long planner stand (see the docstring)
@@ -321,12 +325,14 @@ class SafetyGuard:
         self._start_time_s: float | None = None  # [s] game time of the route's first check
         self._held_since_s: float | None = None  # [s] the guard began holding the car still
         self._creep_until_s = -math.inf  # [s] end of the current creep
+        self._creep_side = 0.0  # +1 left / -1 right: the side of the current side creep
         self._stood_since_s: float | None = None  # [s] the planner began standing (unstick)
         self._unstick_until_s = -math.inf  # [s] end of the current unstick crawl
 
     def reset(self) -> None:
         self._held_since_s = None
         self._creep_until_s = -math.inf
+        self._creep_side = 0.0
         self._stood_since_s = None
         self._unstick_until_s = -math.inf
         self.rules.reset()
@@ -364,14 +370,15 @@ class SafetyGuard:
         trajectory = inputs.trajectory.copy()
         fallback: Fallback = "none"
         alternative = self._alternative(inputs, view, failed)
-        creep = None if alternative is not None else self._creep(inputs, failed)
+        creep = None if alternative is not None else self._creep(inputs, view, failed)
         unstick = self._unstick(inputs, view, failed)
         if alternative is not None:
             trajectory, note = alternative
             failed = {ReasonCode.ALTERNATIVE_MODE: f"{_summary(failed)} -> {note}"}
             fallback = "candidate"
         elif creep is not None:
-            trajectory, failed = creep, {ReasonCode.CREEP: ", ".join(sorted(failed))}
+            trajectory, note = creep
+            failed = {ReasonCode.CREEP: ", ".join(sorted(failed)) + note}
         elif unstick is not None:
             trajectory, failed = (
                 unstick,
@@ -463,20 +470,26 @@ class SafetyGuard:
             return None
         return INTENT_SIDES[name], name
 
-    def _creep(self, inputs: GuardInputs, failed: dict[ReasonCode, str]) -> np.ndarray | None:
-        """The planner's trajectory at creep speed when the guard has held the car standing
-        too long for geometric reasons only (see the module docstring), else None."""
+    def _creep(
+        self, inputs: GuardInputs, view: ObstacleView, failed: dict[ReasonCode, str]
+    ) -> tuple[np.ndarray, str] | None:
+        """(a crawl, a note) when the guard has held the car standing too long for geometric
+        reasons only (see the module docstring), else None: a candidate that leaves the
+        blocked lane (`_side_creep`) when one qualifies, else the planner's trajectory, at
+        creep speed."""
         cfg = self.config
         holdable = bool(failed) and set(failed) <= CREEP_REASONS
         wants_to_move = float(arc_lengths(inputs.trajectory)[-1]) >= cfg.creep_min_plan_m
         if not (holdable and wants_to_move):
             self._held_since_s = None
             self._creep_until_s = -math.inf
+            self._creep_side = 0.0
             return None
         now = inputs.time_s
         if now >= self._creep_until_s:  # not creeping: count the hold while held slow
             # (the rules' fallback may inch towards its stop point, so "held" is "slower than
             # the creep", not "standing")
+            self._creep_side = 0.0
             if inputs.speed_mps >= cfg.creep_speed_mps + cfg.speed_tolerance_mps:
                 self._held_since_s = None
                 return None
@@ -486,9 +499,58 @@ class SafetyGuard:
                 return None
             self._creep_until_s = now + cfg.creep_duration_s
             self._held_since_s = None
-        return retime_to_speed_cap(
+        side = self._side_creep(inputs, view) if cfg.side_creep else None
+        if side is not None:
+            return side
+        crawl = retime_to_speed_cap(
             inputs.trajectory, cfg.dt_s, inputs.speed_mps, cfg.creep_speed_mps, cfg.cap_decel_mps2
         )
+        return crawl, ""
+
+    def _side_creep(self, inputs: GuardInputs, view: ObstacleView) -> tuple[np.ndarray, str] | None:
+        """A creep that leaves the lane the guard holds the car in, or None.
+
+        The guard holds a car still only behind something on its own path; the plain creep
+        then crawls into it (measured: the accident and stalled-vehicle routes collected
+        their vehicle collisions this way, the planner scoring the pass into the next lane at
+        ~0.01 after a stand, as the expert's data never stands that close behind a
+        blockage). Here the planner's candidates, whatever their score, are crawled instead
+        when one moves `side_creep_min_shift_m` to a side of the chosen plan's crawl, turns
+        smoothly and passes every check at creep speed against the perceived view; the best
+        scored wins, left before right (right-hand traffic passes on the left, as the rules
+        do), and the side chosen first is kept for the rest of the creep episode (a crawl
+        that zig-zags between sides gets nowhere). Lanes are not perceived, so the side is
+        what the planner offers and the checks clear."""
+        cfg = self.config
+        if inputs.candidates is None or inputs.candidate_probs is None:
+            return None
+
+        def crawl(trajectory: np.ndarray) -> np.ndarray:
+            return retime_to_speed_cap(
+                trajectory, cfg.dt_s, inputs.speed_mps, cfg.creep_speed_mps, cfg.cap_decel_mps2
+            )
+
+        own_end_y = float(crawl(inputs.trajectory)[-1, 1])
+        order = np.argsort(-inputs.candidate_probs, kind="stable")
+        sides = (self._creep_side,) if self._creep_side else (1.0, -1.0)
+        for side, k in ((side, k) for side in sides for k in order):
+            candidate = inputs.candidates[k]
+            if not np.isfinite(candidate).all() or not _smooth_forward(
+                candidate, cfg.alternative_max_turn_deg
+            ):
+                continue
+            slow = crawl(candidate)
+            if side * (float(slow[-1, 1]) - own_end_y) < cfg.side_creep_min_shift_m:
+                continue
+            if float(arc_lengths(slow)[-1]) < cfg.creep_min_plan_m or self.trajectory_failures(
+                slow, inputs, view
+            ):
+                continue
+            self._creep_side = side
+            prob = float(inputs.candidate_probs[k])
+            where = "left" if side > 0 else "right"
+            return slow, f" -> side creep {where}, mode {int(k)} (p {prob:.2f})"
+        return None
 
     def _unstick(
         self, inputs: GuardInputs, view: ObstacleView, failed: dict[ReasonCode, str]

@@ -119,6 +119,30 @@ def is_emergency_stop(decision: GuardDecision) -> bool:
     )
 
 
+def test_a_path_ending_on_a_sampling_step_has_no_phantom_contact_beyond_its_end() -> None:
+    """Crawls at creep speed are exact multiples of the 0.5 m path sampling (6 m in 4 s at
+    1.5 m/s). Float noise once left a ~1e-7 m last segment whose direction was noise, so a
+    box 3 m to the side beyond the path's end projected onto the path (lateral ~0) and
+    counted as a contact. Every heading and length here must see it clear."""
+    view = view_from_perception(perception(), 0.0, np.array([[0.0, 0.0], [60.0, 0.0]]))
+    for heading_deg, length in itertools.product(range(-40, 41, 5), (3.0, 6.0, 7.5, 12.0)):
+        u = np.array([math.cos(math.radians(heading_deg)), math.sin(math.radians(heading_deg))])
+        path = np.outer(np.arange(1, T + 1) * length / T, u)
+        end, left = path[-1], np.array([-u[1], u[0]])
+        box = end + 1.0 * u + 3.5 * left  # beyond the end, 3.5 m to the left of the path
+        boxed = dataclasses.replace(
+            view,
+            obstacle_xy=box[None],
+            obstacle_yaw=np.zeros(1),
+            obstacle_velocity=np.zeros((1, 2)),
+            obstacle_size=np.array([[1.0, 1.0]]),
+            obstacle_kind=("static",),
+            obstacle_id=np.zeros(1, dtype=np.int64),
+            obstacle_scenario=np.zeros(1, dtype=bool),
+        )
+        assert swept_contacts(path, DT, boxed, 0.4) == [], (heading_deg, length)
+
+
 # ----------------------------------------------------------------------------- accepted
 def test_clear_road_and_confident_straight_plan_is_accepted_unchanged(guard) -> None:
     plan = straight(8.0)
@@ -913,6 +937,76 @@ def test_a_long_geometric_hold_creeps_on_the_planners_path(guard) -> None:
     assert segment_speeds(decision.trajectory, DT).max() <= cfg.creep_speed_mps + 1e-6
     # The creep follows the planner's path (its lateral shape), not the rules' stop.
     assert decision.trajectory[-1, 1] > 0.5
+
+
+def hold_then_creep(guard, make_inputs, extra_s: float = 1.0) -> list[tuple[float, GuardDecision]]:
+    """Feed `make_inputs(t)` at 20 Hz for creep_after_s + extra_s: [(t, decision)]."""
+    out, t = [], 0.0
+    while t < guard.config.creep_after_s + extra_s:
+        out.append((t, guard.check(make_inputs(t))))
+        t += 0.05
+    return out
+
+
+def stand_behind(cells, others: Sequence[tuple[np.ndarray, float]]):
+    """Inputs of a car standing behind `cells`, its planner choosing straight on (into
+    them) and offering `others` as (trajectory, probability)."""
+    percept = perception(cells)
+    return lambda t: with_modes(straight(4.0), others, speed=0.0, percept=percept, time_s=t)
+
+
+# Right behind a prop in the right half of the ego's lane (cell x 4..8, y -4..0; its box
+# x 5..7, y -3..-1): the straight plan meets it within the hand-over distance, a crawl
+# towards the left lane passes beside it, one to the right runs into it.
+BOX_RIGHT_AHEAD = [("static", 6.0, -2.0)]
+BOX_LEFT_AHEAD = [("static", 6.0, 2.0)]
+
+
+def test_a_long_hold_creeps_on_a_low_scored_candidate_that_leaves_the_lane(guard) -> None:
+    """The planner scores the pass at 0.01 after a stand (below alternative_min_prob): the
+    creep crawls it, not the chosen plan into the box."""
+    pass_left = swerve(6.0, speed=4.0)
+    decisions = hold_then_creep(guard, stand_behind(BOX_RIGHT_AHEAD, [(pass_left, 0.01)]))
+    held = [d.reason for t, d in decisions if t < guard.config.creep_after_s - 1e-6]
+    assert set(held) == {ReasonCode.PATH_BLOCKED}  # no ALTERNATIVE_MODE at p 0.01
+    crept = decisions[-1][1]
+    assert crept.reason == ReasonCode.CREEP and "side creep left, mode 1 (p 0.01)" in crept.detail
+    assert segment_speeds(crept.trajectory, DT).max() <= guard.config.creep_speed_mps + 1e-6
+    # The crawl follows the pass's path: the slow prefix of swerve(6.0).
+    assert crept.trajectory[-1, 1] > guard.config.side_creep_min_shift_m
+    assert distance_to_path(crept.trajectory, pass_left).max() < 1e-6
+    assert not swept_contacts(crept.trajectory, DT, guard.last_view, 0.4)
+
+
+def test_without_side_creep_the_creep_follows_the_chosen_plan() -> None:
+    guard = SafetyGuard(GuardConfig(raise_errors=True, side_creep=False))
+    decisions = hold_then_creep(guard, stand_behind(BOX_RIGHT_AHEAD, [(swerve(6.0, 4.0), 0.01)]))
+    crept = decisions[-1][1]
+    assert crept.reason == ReasonCode.CREEP and "side creep" not in crept.detail
+    assert np.allclose(crept.trajectory[:, 1], 0.0)
+
+
+def test_side_creep_takes_the_right_when_the_left_is_blocked_and_keeps_its_side(guard) -> None:
+    """Left before right, each side's candidates best scored first; a pass that meets a
+    perceived box is skipped. Once crawling right, the creep never turns left in the same
+    episode: with the right blocked too it crawls the chosen plan instead."""
+    left, right = swerve(6.0, speed=4.0), swerve(-6.0, speed=4.0)
+    others = [(left, 0.3), (right, 0.01)]
+    decisions = hold_then_creep(guard, stand_behind(BOX_LEFT_AHEAD, others))
+    t, crept = decisions[-1]
+    assert crept.reason == ReasonCode.CREEP and "side creep right, mode 2" in crept.detail
+    assert crept.trajectory[-1, 1] < -guard.config.side_creep_min_shift_m
+    again = guard.check(stand_behind(BOX_RIGHT_AHEAD, others)(t + 0.05))  # left clear now
+    assert again.reason == ReasonCode.CREEP and "side creep" not in again.detail
+    assert np.allclose(again.trajectory[:, 1], 0.0)
+
+
+def test_with_no_clear_side_the_creep_follows_the_chosen_plan(guard) -> None:
+    walled = BOX_RIGHT_AHEAD + BOX_LEFT_AHEAD
+    others = [(swerve(6.0, 4.0), 0.2), (swerve(-6.0, 4.0), 0.2), (swerve(0.3, 4.0), 0.1)]
+    crept = hold_then_creep(guard, stand_behind(walled, others))[-1][1]
+    assert crept.reason == ReasonCode.CREEP and "side creep" not in crept.detail
+    assert np.allclose(crept.trajectory[:, 1], 0.0)
 
 
 def test_a_red_light_never_creeps(guard) -> None:

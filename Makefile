@@ -12,11 +12,12 @@ setup: $(STAMP)
 
 # torch is installed first and pinned to the CPU build on this disk (torch==2.13.0);
 # a torch range resolved by another package would otherwise pull several GB of CUDA wheels.
-$(STAMP): pyproject.toml
+# Everything else installs at the exact versions of constraints.txt (see its header).
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev,carla,distributed,bench]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev,carla,distributed,bench]"
 	touch $(STAMP)
 
 demo: setup

@@ -20,8 +20,9 @@
                       navigation's route); if that plan is not finite or reaches an
                       obstacle too: emergency stop (FALLBACK_UNSAFE)
       3b. creep    held standing by PATH_BLOCKED / TTC / LOW_CONFIDENCE for creep_after_s
-                   while the planner wants to move -> the planner's path at creep speed
-                   for creep_duration_s (CREEP)
+                   while the planner wants to move -> for creep_duration_s at creep speed:
+                   a candidate that leaves the blocked lane and passes every check (side
+                   creep, any score, left first), else the planner's path (CREEP)
       3c. unstick  the planner itself has stood still for unstick_after_s with every check
                    passed, no red / yellow light, no hazard flag and nothing perceived on
                    a crawl along the navigation's route -> that crawl for
@@ -74,6 +75,11 @@ Policies, and why:
   `creep_after_s` standing held by those geometric checks, the planner's own trajectory is
   followed at `creep_speed_mps` for `creep_duration_s`; never past a red light, a camera or
   model fault. The price: a planner that really drives into something does so at a crawl.
+  Side creep (`_side_creep`): behind a standing car or prop the planner keeps choosing
+  straight on (the expert's data never stands that close behind a blockage, so the pass
+  into the next lane scores ~0.01; measured on the accident and stalled-vehicle routes),
+  and the plain creep crawled into it. The creep first crawls a candidate, whatever its
+  score, that moves to a side of the chosen plan and passes every check at creep speed.
 
 - Unstick (the "inertia" of imitation-learned planners, TransFuser's stuck detector: 55 s
   standing -> move for 1.5 s; TransFuser++ only when no detected box is in front): a

@@ -510,15 +510,20 @@ class SafetyGuard:
                 return None
             self._creep_until_s = now + cfg.creep_duration_s
             self._held_since_s = None
-        side = self._side_creep(inputs, view) if cfg.side_creep else None
-        if side is not None:
-            return side
-        crawl = retime_to_speed_cap(
-            inputs.trajectory, cfg.dt_s, inputs.speed_mps, cfg.creep_speed_mps, cfg.cap_decel_mps2
-        )
-        return crawl, ""
+        crawl = self._crawl(inputs.trajectory, inputs.speed_mps)
+        side = self._side_creep(inputs, view, crawl) if cfg.side_creep else None
+        return side if side is not None else (crawl, "")
 
-    def _side_creep(self, inputs: GuardInputs, view: ObstacleView) -> tuple[np.ndarray, str] | None:
+    def _crawl(self, trajectory: np.ndarray, speed_mps: float) -> np.ndarray:
+        """`trajectory`'s path at creep speed (time reparameterisation)."""
+        cfg = self.config
+        return retime_to_speed_cap(
+            trajectory, cfg.dt_s, speed_mps, cfg.creep_speed_mps, cfg.cap_decel_mps2
+        )
+
+    def _side_creep(
+        self, inputs: GuardInputs, view: ObstacleView, own_crawl: np.ndarray
+    ) -> tuple[np.ndarray, str] | None:
         """A creep that leaves the lane the guard holds the car in, or None.
 
         The guard holds a car still only behind something on its own path; the plain creep
@@ -535,32 +540,25 @@ class SafetyGuard:
         cfg = self.config
         if inputs.candidates is None or inputs.candidate_probs is None:
             return None
-
-        def crawl(trajectory: np.ndarray) -> np.ndarray:
-            return retime_to_speed_cap(
-                trajectory, cfg.dt_s, inputs.speed_mps, cfg.creep_speed_mps, cfg.cap_decel_mps2
-            )
-
-        own_end_y = float(crawl(inputs.trajectory)[-1, 1])
-        order = np.argsort(-inputs.candidate_probs, kind="stable")
-        sides = (self._creep_side,) if self._creep_side else (1.0, -1.0)
-        for side, k in ((side, k) for side in sides for k in order):
-            candidate = inputs.candidates[k]
-            if not np.isfinite(candidate).all() or not _smooth_forward(
-                candidate, cfg.alternative_max_turn_deg
-            ):
-                continue
-            slow = crawl(candidate)
-            if side * (float(slow[-1, 1]) - own_end_y) < cfg.side_creep_min_shift_m:
-                continue
-            if float(arc_lengths(slow)[-1]) < cfg.creep_min_plan_m or self.trajectory_failures(
-                slow, inputs, view
-            ):
-                continue
-            self._creep_side = side
-            prob = float(inputs.candidate_probs[k])
-            where = "left" if side > 0 else "right"
-            return slow, f" -> side creep {where}, mode {int(k)} (p {prob:.2f})"
+        crawls = {  # candidate index -> its crawl, best scored first
+            int(k): self._crawl(inputs.candidates[k], inputs.speed_mps)
+            for k in np.argsort(-inputs.candidate_probs, kind="stable")
+            if np.isfinite(inputs.candidates[k]).all()
+            and _smooth_forward(inputs.candidates[k], cfg.alternative_max_turn_deg)
+        }
+        own_end_y = float(own_crawl[-1, 1])
+        for side in (self._creep_side,) if self._creep_side else (1.0, -1.0):
+            for k, slow in crawls.items():
+                if (
+                    side * (float(slow[-1, 1]) - own_end_y) < cfg.side_creep_min_shift_m
+                    or float(arc_lengths(slow)[-1]) < cfg.creep_min_plan_m
+                    or self.trajectory_failures(slow, inputs, view)
+                ):
+                    continue
+                self._creep_side = side
+                where = "left" if side > 0 else "right"
+                prob = float(inputs.candidate_probs[k])
+                return slow, f" -> side creep {where}, mode {k} (p {prob:.2f})"
         return None
 
     def _unstick(

@@ -163,15 +163,18 @@ def write_model_card(checkpoint: str | Path) -> Path:
         lines.append(f"{open_loop['frames']} frames.")
         lines.append("")
         lines.append(
-            "| reasoning | L2@1s | L2@2s | L2@3s | collision rate | flag macro recall | intent acc |"
+            "| reasoning | L2@1s | L2@2s | L2@3s | best of K L2@3s | collision rate "
+            "| flag macro recall | intent acc |"
         )
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for source in ("vlm", "distilled"):
             if source in open_loop:
                 m = open_loop[source]
+                best_of_k = f"{m['minL2@3s']:.2f}" if "minL2@3s" in m else "-"  # older files
                 lines.append(
                     f"| {source} | {m['L2@1s']:.2f} | {m['L2@2s']:.2f} | {m['L2@3s']:.2f} | "
-                    f"{m['collision_rate']:.3f} | {m['flags']['macro_recall']} | {m['intent_accuracy']:.3f} |"
+                    f"{best_of_k} | {m['collision_rate']:.3f} | {m['flags']['macro_recall']} | "
+                    f"{m['intent_accuracy']:.3f} |"
                 )
         if "text" in open_loop.get("vlm", {}):
             t = open_loop["vlm"]["text"]

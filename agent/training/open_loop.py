@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
+from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES, POSE_DT_S
 from agent.model.checkpoint import VLM_DIR, load_drive_model
 from agent.model.config import PerceptionConfig
 from agent.model.drive_model import DriveInputs
@@ -39,6 +39,7 @@ from agent.training.trainer import load_arrays
 GUARD_FRAMES = 1500  # frames (evenly spaced) the guard's path checks are replayed on
 
 HORIZONS_S = (1.0, 2.0, 3.0)
+THREE_S = round(3.0 / POSE_DT_S) - 1  # the pose at 3 s
 FLAG_THRESHOLD = 0.5
 
 
@@ -264,6 +265,7 @@ def evaluate_open_loop(
     light_pred = np.zeros(n, dtype=np.int64)
     for source in sources:
         chosen = np.zeros_like(gt)
+        best_of_k = np.zeros(n)  # [m] the nearest candidate's error at 3 s
         flags = np.zeros((n, len(FLAGS)), dtype=bool)
         intent = np.zeros(n, dtype=np.int64)
         for i in range(0, n, batch_size):
@@ -291,6 +293,8 @@ def evaluate_open_loop(
                 tokens, pooled, x, sample=True, generator=generator, heads=heads
             ).plan
             chosen[rows] = plan.best()[0].numpy()
+            at_3s = plan.trajectories.numpy()[:, :, THREE_S]  # (B, K, 2)
+            best_of_k[rows] = np.linalg.norm(at_3s - gt[rows, None, THREE_S], axis=-1).min(-1)
             flags[rows] = (torch.sigmoid(flag_logits) >= FLAG_THRESHOLD).numpy()
             intent[rows] = intent_logits.argmax(-1).numpy()
         err = np.linalg.norm(chosen - gt, axis=-1)  # (N, T)
@@ -299,6 +303,9 @@ def evaluate_open_loop(
             k = round(h / 0.5) - 1
             l2[f"L2@{h:g}s"] = round(float(err[:, k].mean()), 4)
             l2[f"L2avg@{h:g}s"] = round(float(err[:, : k + 1].mean()), 4)
+        # Best of K (minFDE at 3 s): how near the nearest candidate comes. Small under a
+        # large L2@3s: the scores pick the wrong candidate; large: no candidate is right.
+        l2["minL2@3s"] = round(float(best_of_k.mean()), 4)
         obstacles = torch.from_numpy(d["obstacles"])
         mask = torch.from_numpy(d["obstacle_mask"])
         pen_pred = box_penetration(torch.from_numpy(chosen), obstacles, mask).amax(dim=(1, 2))

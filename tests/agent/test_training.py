@@ -130,6 +130,7 @@ def test_all_stages_then_checkpoint_open_loop_and_card(tmp_path: Path) -> None:
     for source in ("vlm", "distilled"):
         m = metrics[source]
         assert {"L2@1s", "L2@2s", "L2@3s", "collision_rate", "intent_accuracy"} <= set(m)
+        assert 0.0 <= m["minL2@3s"] <= m["L2@3s"]  # the chosen one is one of the K
         assert m["flags"]["per_flag"]["night"]["support"] == 12
     assert 0.0 <= metrics["vlm"]["text"]["rouge_l_f1"] <= 1.0
     perception = metrics["perception"]

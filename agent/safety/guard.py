@@ -20,9 +20,7 @@
                       navigation's route); if that plan is not finite or reaches an
                       obstacle too: emergency stop (FALLBACK_UNSAFE)
       3b. creep    held standing by PATH_BLOCKED / TTC / LOW_CONFIDENCE for creep_after_s
-                   in all while the planner wants to move (accepted ticks pause the count;
-                   a red light or another failure for creep_reset_s restarts it)
-                   -> for creep_duration_s at creep speed:
+                   while the planner wants to move -> for creep_duration_s at creep speed:
                    a candidate that leaves the blocked lane and passes every check (side
                    creep, any score, left first), else the planner's path (CREEP)
       3c. unstick  the planner itself has stood still for unstick_after_s with every check
@@ -87,6 +85,15 @@ Policies, and why:
   behind the board at 24.0 -> completed at 62.9 with no collision; seed 0: 33.4 -> 34.7;
   seed 1 unchanged). It rarely engages: a creep needs an unbroken geometric hold, and a
   sideways candidate must clear the 4 m grid's cells at creep speed.
+  Unbroken on purpose: behind a blockage the planner alternates between short plans that
+  stop before it (accepted) and plans into it (held), so the hold restarts and the car can
+  stand until the route times out (accident_ahead_night, seed 0: 320 s). Counting the
+  held ticks over the whole stand instead (accepted ticks pausing the count, a perceived
+  red for 1 s restarting it) creeps far more often, and mostly straight into what the
+  grid sees: suite_quick seed 0 DS 33.18 -> 31.47, collisions 32 -> 35
+  (accident_ahead_night completed its route at 12.4 -> 3.7 with 6 collisions instead of
+  2; construction_left_fog 34.7 -> 18.4). Not kept: a creep that moves more needs a
+  finer view of where the gap is, not a shorter wait.
 
 - Unstick (the "inertia" of imitation-learned planners, TransFuser's stuck detector: 55 s
   standing -> move for 1.5 s; TransFuser++ only when no detected box is in front): a
@@ -157,9 +164,6 @@ BLOCKING_KINDS = ("static", "pedestrian")
 MIN_GRIP = 0.3  # [-] the rules' floor on friction / DRY_FRICTION
 # Failed checks that may hold the car only so long before it creeps (see the docstring).
 CREEP_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.LOW_CONFIDENCE})
-# A hold counts the time between checks up to this much (a gap, e.g. while the camera was
-# missing, adds no more).
-MAX_TICK_DT_S = 0.1  # [s] two ticks at the Leaderboard's 20 Hz
 # Failed checks another candidate of the planner may answer (see the docstring).
 ALTERNATIVE_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC})
 # The intents (agent.data.schema.INTENTS) that name a side: +1 left, -1 right (ego frame).
@@ -210,9 +214,6 @@ class GuardConfig(BaseModel):
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
     creep_duration_s: float = Field(4.0, gt=0.0)  # [s] one creep episode
     creep_min_plan_m: float = Field(1.0, ge=0.0)  # [m] the planner must want to move this far
-    creep_reset_s: float = Field(1.0, ge=0.0)  # [s] an explained stand (a perceived red /
-    # yellow light, a failed check other than the geometric ones) this long restarts the
-    # hold; a shorter flicker only pauses it (see `_creep`)
     side_creep: bool = True  # a creep takes a candidate that leaves the blocked lane first
     # (see `_side_creep`)
     side_creep_min_shift_m: float = Field(0.75, gt=0.0)  # [m] its last crawl pose this far
@@ -342,21 +343,14 @@ class SafetyGuard:
         self.last_view: ObstacleView | None = None  # the perceived view of the last check
         self.last_error: str | None = None  # the last internal error (GUARD_ERROR)
         self._start_time_s: float | None = None  # [s] game time of the route's first check
-        self._held_s = 0.0  # [s] the guard has held the car in the current stand (`_creep`)
-        self._last_tick_s: float | None = None  # [s] game time of the previous check
-        self._tick_dt_s = 0.0  # [s] since the previous check, at most MAX_TICK_DT_S
-        self._explained_since_s: float | None = None  # [s] a light / other failure explains
-        # the stand since (see `_creep`)
+        self._held_since_s: float | None = None  # [s] the guard began holding the car still
         self._creep_until_s = -math.inf  # [s] end of the current creep
         self._creep_side = 0.0  # +1 left / -1 right: the side of the current side creep
         self._stood_since_s: float | None = None  # [s] the planner began standing (unstick)
         self._unstick_until_s = -math.inf  # [s] end of the current unstick crawl
 
     def reset(self) -> None:
-        self._held_s = 0.0
-        self._last_tick_s = None
-        self._tick_dt_s = 0.0
-        self._explained_since_s = None
+        self._held_since_s = None
         self._creep_until_s = -math.inf
         self._creep_side = 0.0
         self._stood_since_s = None
@@ -384,10 +378,6 @@ class SafetyGuard:
     # ------------------------------------------------------------------ stages
     def _check(self, inputs: GuardInputs) -> GuardDecision:
         num_poses = len(inputs.trajectory)
-        last, self._last_tick_s = self._last_tick_s, inputs.time_s
-        self._tick_dt_s = (
-            0.0 if last is None else min(max(inputs.time_s - last, 0.0), MAX_TICK_DT_S)
-        )
         failed = self._source_failures(inputs)
         if failed:
             return _decision(emergency_stop(num_poses), failed, "emergency_stop")
@@ -475,7 +465,7 @@ class SafetyGuard:
                 or self.trajectory_failures(candidate, inputs, view)
             ):
                 continue
-            self._held_s = 0.0
+            self._held_since_s = None
             self._creep_until_s = -math.inf
             prob = float(inputs.candidate_probs[k])
             return candidate.copy(), f"mode {k} (p {prob:.2f}{why})"
@@ -506,49 +496,29 @@ class SafetyGuard:
         """(a crawl, a note) when the guard has held the car standing too long for geometric
         reasons only (see the module docstring), else None: a candidate that leaves the
         blocked lane (`_side_creep`) when one qualifies, else the planner's trajectory, at
-        creep speed.
-
-        The hold is counted over one stand: the time of the ticks on which the guard holds
-        the slow car for a geometric reason (`CREEP_REASONS`) while the planner wants to
-        move adds up until it reaches `creep_after_s`. The stand ends (the count restarts)
-        when the car moves on, or when something else explains it for `creep_reset_s` (a
-        perceived red / yellow light, any other failed check). Ticks in between on which the
-        planner's own plan passes, or the planner itself stands, pause the count: behind a
-        blockage the planner alternates between short plans that stop before it and plans
-        into it, and a hold that restarted on every accepted tick never reached
-        `creep_after_s` (measured, accident_ahead_night, suite_quick seed 0: 320 s held, no
-        creep, the route timed out). A creep only starts, and only goes on, on a tick the
-        guard holds the car for a geometric reason; never while a light or another failure
-        explains the stand."""
+        creep speed."""
         cfg = self.config
-        now = inputs.time_s
-        creeping = now < self._creep_until_s
-        held = bool(failed) and set(failed) <= CREEP_REASONS
-        light = perceived_light(inputs.perception.light, cfg.view.light_threshold)
-        if (failed and not held) or light in (TrafficLightState.Red, TrafficLightState.Yellow):
-            self._creep_until_s = -math.inf  # never crawl on while the stand is explained
-            self._creep_side = 0.0
-            if self._explained_since_s is None:
-                self._explained_since_s = now
-            if now - self._explained_since_s >= cfg.creep_reset_s:
-                self._held_s = 0.0
-            return None
-        self._explained_since_s = None
-        if not creeping:
-            self._creep_side = 0.0
-            # held slow, not standing: the rules' fallback may inch towards its stop point
-            if inputs.speed_mps >= cfg.creep_speed_mps + cfg.speed_tolerance_mps:
-                self._held_s = 0.0
-                return None
+        holdable = bool(failed) and set(failed) <= CREEP_REASONS
         wants_to_move = float(arc_lengths(inputs.trajectory)[-1]) >= cfg.creep_min_plan_m
-        if not (held and wants_to_move):
-            return None  # the planner's plan passes, or it stands: the count pauses
-        if not creeping:
-            self._held_s += self._tick_dt_s
-            if self._held_s < cfg.creep_after_s:
+        if not (holdable and wants_to_move):
+            self._held_since_s = None
+            self._creep_until_s = -math.inf
+            self._creep_side = 0.0
+            return None
+        now = inputs.time_s
+        if now >= self._creep_until_s:  # not creeping: count the hold while held slow
+            # (the rules' fallback may inch towards its stop point, so "held" is "slower than
+            # the creep", not "standing")
+            self._creep_side = 0.0
+            if inputs.speed_mps >= cfg.creep_speed_mps + cfg.speed_tolerance_mps:
+                self._held_since_s = None
+                return None
+            if self._held_since_s is None:
+                self._held_since_s = now
+            if now - self._held_since_s < cfg.creep_after_s:
                 return None
             self._creep_until_s = now + cfg.creep_duration_s
-            self._held_s = 0.0
+            self._held_since_s = None
         crawl = self._crawl(inputs.trajectory, inputs.speed_mps)
         side = self._side_creep(inputs, view, crawl) if cfg.side_creep else None
         return side if side is not None else (crawl, "")

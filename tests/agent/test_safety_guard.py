@@ -1009,57 +1009,6 @@ def test_with_no_clear_side_the_creep_follows_the_chosen_plan(guard) -> None:
     assert np.allclose(crept.trajectory[:, 1], 0.0)
 
 
-def run_schedule(guard, make_inputs, seconds: float) -> list[tuple[float, GuardDecision]]:
-    """Feed `make_inputs(k, t)` (tick k at time t) at 20 Hz for `seconds`: [(t, decision)]."""
-    return [(k * 0.05, guard.check(make_inputs(k, k * 0.05))) for k in range(int(seconds / 0.05))]
-
-
-def first_creep(decisions: list[tuple[float, GuardDecision]]) -> float | None:
-    return next((t for t, d in decisions if d.reason == ReasonCode.CREEP), None)
-
-
-def test_accepted_ticks_pause_the_hold_without_restarting_it(guard) -> None:
-    """Behind a blockage the planner alternates: three ticks into the box (held), one tick
-    of a short plan that stops before it (accepted). The held ticks add up to
-    creep_after_s (8 s of standing at 3 in 4), and the creep starts then."""
-    cfg = guard.config
-    blocked = stand_behind(BOX_RIGHT_AHEAD, [])
-    short = perception(BOX_RIGHT_AHEAD)
-
-    def make(k: int, t: float) -> GuardInputs:
-        if k % 4 == 3:
-            return inputs(straight(0.4), speed=0.0, percept=short, time_s=t)  # 1.6 m
-        return blocked(t)
-
-    decisions = run_schedule(guard, make, cfg.creep_after_s / 0.75 + 1.0)
-    reasons = {d.reason for _, d in decisions}
-    assert ReasonCode.ACCEPTED in reasons and ReasonCode.PATH_BLOCKED in reasons
-    assert first_creep(decisions) == pytest.approx(cfg.creep_after_s / 0.75, abs=0.15)
-
-
-@pytest.mark.parametrize("red_s, creep_at_s", [(0.5, 6.5), (1.5, 11.5)])
-def test_a_red_light_flicker_pauses_the_hold_and_a_longer_red_restarts_it(
-    guard, red_s: float, creep_at_s: float
-) -> None:
-    """Held 4 s behind a box, then the light head says red for `red_s`, then held again.
-    A red shorter than creep_reset_s (1 s) only pauses the count (4 + 0.5 + 2 = 6.5 s); a
-    longer one explains the stand, and the count starts over (4 + 1.5 + 6 = 11.5 s). No
-    creep while the light is red."""
-    assert guard.config.creep_after_s == 6.0 and guard.config.creep_reset_s == 1.0
-    blocked = stand_behind(BOX_RIGHT_AHEAD, [])
-    red = perception(BOX_RIGHT_AHEAD, light="red")
-
-    def make(k: int, t: float) -> GuardInputs:
-        if 4.0 - 1e-9 <= t < 4.0 + red_s - 1e-9:
-            return inputs(straight(4.0), speed=0.0, percept=red, time_s=t)
-        return blocked(t)
-
-    decisions = run_schedule(guard, make, creep_at_s + 1.0)
-    during_red = [d.reason for t, d in decisions if 4.0 <= t < 4.0 + red_s - 1e-9]
-    assert during_red and ReasonCode.CREEP not in during_red
-    assert first_creep(decisions) == pytest.approx(creep_at_s, abs=0.11)
-
-
 def test_a_red_light_never_creeps(guard) -> None:
     red = perception(light="red")
     for k in range(int((guard.config.creep_after_s + 2.0) / 0.05)):

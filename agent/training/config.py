@@ -52,6 +52,9 @@ class LossConfig(_Strict):
     distill: float = 0.5
     span: float = 1.0  # BEV span head (`perception.bev_span`), inside the aux weight
     vlm_lm: float = 0.2  # language-model loss kept during the lora / joint stages
+    # The planner's score target: the anchor nearest the expert (DiffusionDrive) or the
+    # denoised candidate nearest it (agent/model/losses.py)
+    mode_target: Literal["anchor", "candidate"] = "anchor"
 
 
 class AugmentConfig(_Strict):

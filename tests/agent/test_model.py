@@ -28,6 +28,7 @@ from agent.model.losses import (
     closest_anchor,
     compute_losses,
     flag_pos_weight,
+    focal_loss,
     jerk_excess,
 )
 from agent.model.planner import DDIMSchedule
@@ -315,6 +316,42 @@ def test_a_few_training_steps_reduce_the_loss() -> None:
     for step in range(40):
         out = model.forward(x, generator=g.manual_seed(step))
         loss = compute_losses(model, out, t, LossWeights())["total"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_the_candidate_mode_target_scores_the_denoised_candidate_nearest_the_expert() -> None:
+    """mode_target "candidate": each cascade layer's focal loss targets its own denoised
+    candidate nearest the expert trajectory (hand-computed here), not the nearest anchor;
+    the other terms do not change, and the loss still trains."""
+    model = make_model()
+    x, t = batch(model, b=6)
+    out = model(x, generator=torch.Generator().manual_seed(0))
+    terms = compute_losses(model, out, t, LossWeights(mode_target="candidate"))
+    expected, differs = [], False
+    for traj_n, score in out.plan.layers:
+        candidates = model.planner.denormalize(traj_n).detach()  # (B, K, T, 2)
+        dist = [
+            [float((candidates[b, k] - t.trajectory[b]).norm(dim=-1).mean()) for k in range(6)]
+            for b in range(6)
+        ]
+        target = torch.tensor([int(np.argmin(row)) for row in dist])
+        differs |= bool((target != closest_anchor(model.planner.anchors, t.trajectory)).any())
+        expected.append(focal_loss(score, target))
+    torch.testing.assert_close(terms["mode"], torch.stack(expected).mean())
+    assert differs  # the two targets disagree on this batch, so the check has teeth
+    anchor_terms = compute_losses(model, out, t, LossWeights())
+    torch.testing.assert_close(terms["traj"], anchor_terms["traj"])
+    with pytest.raises(ValueError, match="mode_target"):
+        compute_losses(model, out, t, LossWeights(mode_target="nearest"))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(40):
+        out = model(x, generator=torch.Generator().manual_seed(step))
+        loss = compute_losses(model, out, t, LossWeights(mode_target="candidate"))["total"]
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -80,12 +80,12 @@ class Targets:
 
 def closest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
     """(K, T, 2), (B, T, 2) -> (B,) index of the anchor with the smallest mean L2."""
-    return (anchors[None] - trajectory[:, None]).norm(dim=-1).mean(-1).argmin(-1)
+    return closest_candidate(anchors[None], trajectory)
 
 
 def closest_candidate(candidates: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
-    """(B, K, T, 2), (B, T, 2) -> (B,) index of each sample's candidate with the smallest
-    mean L2 to the trajectory (a target: no gradient flows through the choice)."""
+    """(B or 1, K, T, 2), (B, T, 2) -> (B,) index of each sample's candidate with the
+    smallest mean L2 to the trajectory (a target: no gradient flows through the choice)."""
     return (candidates.detach() - trajectory[:, None]).norm(dim=-1).mean(-1).argmin(-1)
 
 
@@ -204,21 +204,19 @@ def compute_losses(
     target_mode = closest_anchor(model.planner.anchors, gt)
     rows = torch.arange(b, device=gt.device)
     terms: dict[str, torch.Tensor] = {}
-    if weights.mode_target == "candidate":
-        terms["mode"] = torch.stack(
-            [
-                focal_loss(score, closest_candidate(model.planner.denormalize(traj_n), gt))
-                for traj_n, score in out.plan.layers
-            ]
-        ).mean()
-    elif weights.mode_target == "anchor":
-        terms["mode"] = torch.stack(
-            [focal_loss(score, target_mode) for _, score in out.plan.layers]
-        ).mean()
-    else:
+    if weights.mode_target not in ("anchor", "candidate"):
         raise ValueError(
             f"mode_target must be 'anchor' or 'candidate', got {weights.mode_target!r}"
         )
+
+    def score_target(traj_n: torch.Tensor) -> torch.Tensor:
+        if weights.mode_target == "anchor":
+            return target_mode
+        return closest_candidate(model.planner.denormalize(traj_n), gt)
+
+    terms["mode"] = torch.stack(
+        [focal_loss(score, score_target(traj_n)) for traj_n, score in out.plan.layers]
+    ).mean()
     traj_l1 = []
     for traj_n, _ in out.plan.layers:
         chosen = model.planner.denormalize(traj_n[rows, target_mode])

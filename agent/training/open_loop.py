@@ -39,8 +39,12 @@ from agent.training.trainer import load_arrays
 GUARD_FRAMES = 1500  # frames (evenly spaced) the guard's path checks are replayed on
 
 HORIZONS_S = (1.0, 2.0, 3.0)
-THREE_S = round(3.0 / POSE_DT_S) - 1  # the pose at 3 s
 FLAG_THRESHOLD = 0.5
+
+
+def pose_index(horizon_s: float) -> int:
+    """The trajectory pose at `horizon_s` (pose k lies at (k + 1) * POSE_DT_S)."""
+    return round(horizon_s / POSE_DT_S) - 1
 
 
 def rouge_l(candidate: str, reference: str) -> float:
@@ -293,14 +297,15 @@ def evaluate_open_loop(
                 tokens, pooled, x, sample=True, generator=generator, heads=heads
             ).plan
             chosen[rows] = plan.best()[0].numpy()
-            at_3s = plan.trajectories.numpy()[:, :, THREE_S]  # (B, K, 2)
-            best_of_k[rows] = np.linalg.norm(at_3s - gt[rows, None, THREE_S], axis=-1).min(-1)
+            at_3s = plan.trajectories.numpy()[:, :, pose_index(3.0)]  # (B, K, 2)
+            truth = gt[rows, None, pose_index(3.0)]
+            best_of_k[rows] = np.linalg.norm(at_3s - truth, axis=-1).min(-1)
             flags[rows] = (torch.sigmoid(flag_logits) >= FLAG_THRESHOLD).numpy()
             intent[rows] = intent_logits.argmax(-1).numpy()
         err = np.linalg.norm(chosen - gt, axis=-1)  # (N, T)
         l2 = {}
         for h in HORIZONS_S:
-            k = round(h / 0.5) - 1
+            k = pose_index(h)
             l2[f"L2@{h:g}s"] = round(float(err[:, k].mean()), 4)
             l2[f"L2avg@{h:g}s"] = round(float(err[:, : k + 1].mean()), 4)
         # Best of K (minFDE at 3 s): how near the nearest candidate comes. Small under a

@@ -52,10 +52,12 @@ def train(
                 f"{config}: data.extra[{i}]: {extra} does not exist; collect it first "
                 f"(vlmdrive collect ... --dagger AGENT_CONFIG --out {extra})"
             )
+    if cfg.init is not None and not cfg.init.is_dir():
+        _fail(f"{config}: init: {cfg.init} is not a checkpoint directory")
     try:
         summary = Trainer(cfg, progress=progress).run(resume=resume)
     except ValueError as exc:
-        _fail(str(exc))
+        _fail(f"{config}: {exc}")
     _out.print(f"model written to {cfg.out} in {summary['train_wall_s']:.0f} s")
     if cfg.data.val is not None and cfg.data.val.is_dir():
         from agent.training.open_loop import evaluate_open_loop

@@ -81,6 +81,17 @@ class StageConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     lora_r: int = Field(8, ge=1)  # lora stage only
     lora_alpha: int = Field(16, ge=1)
+    # Only the driving model's parameters whose names match one of these fnmatch patterns
+    # train, e.g. ["planner.layers.*.score.*"]: the planner's scorer alone, so the
+    # candidates, the BEV heads the guard plans from and the encoder stay exactly as they
+    # were. Empty (the default): all of them. `frozen` stage only (the others train the VLM).
+    trainable: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _trainable(self) -> StageConfig:
+        if self.trainable and self.name != "frozen":
+            raise ValueError(f"trainable applies to the 'frozen' stage only, not {self.name!r}")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -90,6 +101,10 @@ class TrainConfig(_Strict):
     out: Path = Path("checkpoints/vlmdrive-tiny")  # the finished checkpoint
     run_dir: Path = Path("runs/train-tiny")  # TensorBoard logs + resumable state
     checkpoint_every: int = Field(200, ge=1)  # [steps] resumable state is saved this often
+    # Fine-tune: start the driving model from this checkpoint directory (its weights and
+    # k-means anchors) instead of random weights and fresh anchors. Its model config is
+    # used; a `model:` section that differs from it is an error (agent/training/trainer.py).
+    init: Path | None = None
     model: ModelConfig = ModelConfig()
     vlm: VLMConfig = VLMConfig()
     loss: LossConfig = LossConfig()

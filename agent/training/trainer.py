@@ -5,6 +5,9 @@
     lora    + LoRA adapters on the VLM's language model (peft), merged afterwards
     joint   everything, lower learning rate
 
+`init: <checkpoint>` starts the driving model from a trained one (a fine-tune), and a
+stage's `trainable` patterns restrict it to some parameters (e.g. the scorer alone).
+
 Resumable state lives in `<run_dir>/state` (see state.py): saved every
 `checkpoint_every` steps and at each stage's end; `--resume` continues from the last save
 (the `vlm` stage resumes from its end only). The finished model goes to `cfg.out`.
@@ -12,6 +15,7 @@ Resumable state lives in `<run_dir>/state` (see state.py): saved every
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import shutil
@@ -37,7 +41,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 from agent.data.dataset import dataset_summary, history_index, load_shards
 from agent.model.anchors import kmeans_anchors
-from agent.model.checkpoint import VLM_DIR, save_drive_model
+from agent.model.checkpoint import VLM_DIR, load_drive_model, read_config, save_drive_model
 from agent.model.drive_model import DriveInputs, DriveModel
 from agent.model.losses import LossWeights, Targets, compute_losses, flag_pos_weight
 from agent.reasoner.vlm import VLMReasoner
@@ -124,8 +128,41 @@ def current_images(arrays: Arrays, rows: np.ndarray) -> np.ndarray:
     return arrays.data["image"][rows, 0]
 
 
+def with_init_model_config(cfg: TrainConfig) -> TrainConfig:
+    """A fine-tune's model config is its init checkpoint's. One given in the training
+    config must agree with it (a silent mismatch would load weights into another shape)."""
+    assert cfg.init is not None
+    init_model, _ = read_config(cfg.init)
+    if "model" in cfg.model_fields_set and cfg.model != init_model:
+        ours, theirs = cfg.model.model_dump(), init_model.model_dump()
+        differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+        raise ValueError(
+            f"model: differs from {cfg.init}'s model config in {differ}; "
+            "drop the model section to use the checkpoint's"
+        )
+    return cfg.model_copy(update={"model": init_model})
+
+
+def trainable_parameters(model: DriveModel, patterns: tuple[str, ...]) -> list[torch.nn.Parameter]:
+    """The parameters a stage trains: those whose names match one of `patterns`
+    (fnmatch), all of them when there are none. The others stop needing gradients, so
+    backpropagation stops at the trained ones."""
+    if not patterns:
+        return list(model.parameters())
+    chosen: list[torch.nn.Parameter] = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(any(fnmatch.fnmatchcase(name, pat) for pat in patterns))
+        if p.requires_grad:
+            chosen.append(p)
+    if not chosen:
+        raise ValueError(f"trainable: {list(patterns)} match no parameter of the driving model")
+    return chosen
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, progress: bool = True) -> None:
+        if cfg.init is not None:
+            cfg = with_init_model_config(cfg)
         self.cfg = cfg
         self.progress = progress
         self.state_dir = cfg.run_dir / "state"
@@ -155,10 +192,16 @@ class Trainer:
         summary: dict[str, Any] = dict(progress.get("summary", {})) if progress else {}
         done = set(progress.get("done", [])) if progress else set()
         reasoner = self._reasoner(arrays, progress)
-        anchors = torch.from_numpy(
-            kmeans_anchors(arrays.data["trajectory"], cfg.model.planner.num_modes, seed=cfg.seed)
-        )
-        model = DriveModel(cfg.model, anchors)
+        if cfg.init is not None:
+            model, _ = load_drive_model(cfg.init)  # its anchors too, not re-clustered ones
+            summary.setdefault("init", str(cfg.init))
+        else:
+            anchors = torch.from_numpy(
+                kmeans_anchors(
+                    arrays.data["trajectory"], cfg.model.planner.num_modes, seed=cfg.seed
+                )
+            )
+            model = DriveModel(cfg.model, anchors)
         if progress and (self.state_dir / "drive.safetensors").is_file():
             st.load_module(self.state_dir, "drive", model)
         for index, stage in enumerate(cfg.stages):
@@ -237,7 +280,7 @@ class Trainer:
         if stage.name == "frozen":
             reasoner.freeze()
             cached = self._cache_embeddings(reasoner, arrays)
-            params = list(model.parameters())
+            params = trainable_parameters(model, stage.trainable)
         elif stage.name == "lora":
             reasoner.freeze()
             if not reasoner.has_lora:
@@ -258,7 +301,9 @@ class Trainer:
             st.load_extras(self.state_dir, opt, generator)
             for _ in range(start):
                 sched.step()
-        model.train()
+        # A partial stage keeps the frozen parts exactly as they were: eval mode, so the
+        # encoder's batch-norm statistics do not drift either.
+        model.train(not stage.trainable)
         reasoner.train(stage.name != "frozen")
         n = len(arrays)
         last: dict[str, float] = {}
@@ -314,6 +359,7 @@ class Trainer:
         if stage.name == "lora" and reasoner.has_lora:
             reasoner.merge_lora()
         reasoner.freeze()
+        model.requires_grad_(True)  # undo a partial stage's freeze for the next stage
         model.eval()
         return {k: round(v, 4) for k, v in last.items()}
 

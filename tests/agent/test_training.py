@@ -206,6 +206,53 @@ def test_shipped_configs_are_valid_and_chain_the_two_rounds() -> None:
     assert augment.model_dump(exclude=same) == final.model_dump(exclude=same)
 
 
+@pytest.mark.slow
+def test_a_scorer_fine_tune_changes_the_scores_and_nothing_else(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    write_dataset(tmp_path / "data")
+    base = config(tmp_path, vlm=1, frozen=2)
+    Trainer(TrainConfig.model_validate(base), progress=False).run()
+    init = tmp_path / "ckpt"
+    tune = {k: v for k, v in base.items() if k != "model"} | {
+        "init": str(init),
+        "out": str(tmp_path / "tuned"),
+        "run_dir": str(tmp_path / "run-tune"),
+        "vlm": {"init": str(init / "vlm"), "image_size": 32, "vocab_size": 300},
+        "loss": {"mode_target": "candidate"},
+        "stages": [
+            {
+                "name": "frozen",
+                "steps": 3,
+                "batch_size": 4,
+                "trainable": ["planner.layers.*.score.*"],
+            }
+        ],
+    }
+    summary = Trainer(TrainConfig.model_validate(tune), progress=False).run()
+    assert summary["init"] == str(init)
+    before = load_file(str(init / "model.safetensors"))
+    after = load_file(str(tmp_path / "tuned" / "model.safetensors"))
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    # the scorer moved; every other weight and buffer (anchors, batch-norm statistics) did not
+    assert changed and all(".score." in k for k in changed)
+    assert any("running_mean" in k for k in before)
+
+    # a model section that disagrees with the init checkpoint, a pattern that matches
+    # nothing, and `trainable` outside the frozen stage are errors
+    wrong = tune | {"model": base["model"] | {"d_model": 64}}
+    with pytest.raises(ValueError, match=r"differs from .*\['d_model'\]"):
+        Trainer(TrainConfig.model_validate(wrong), progress=False)
+    nothing = tune | {"stages": [{"name": "frozen", "steps": 1, "trainable": ["no.such.*"]}]}
+    with pytest.raises(ValueError, match="match no parameter"):
+        Trainer(TrainConfig.model_validate(nothing), progress=False).run()
+    with pytest.raises(ValueError, match="frozen' stage only"):
+        TrainConfig.model_validate(
+            tune | {"stages": [{"name": "lora", "steps": 1, "trainable": ["planner.*"]}]}
+        )
+
+
 def test_extra_datasets_are_appended_with_distinct_episode_ids(tmp_path: Path) -> None:
     from agent.training.trainer import load_arrays
 

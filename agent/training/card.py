@@ -302,8 +302,15 @@ def _guard_check_lines(checks: dict[str, Any] | None) -> list[str]:
     ):
         if source in checks:
             m = checks[source]
+            if source == "model" and "model_threshold" in checks:
+                label += f", cells >= {checks['model_threshold']:g} (the guard's setting)"
             lines.append(
                 f"| {label} | {m['frames']} | {pct(m['expert_plan_flagged'])} | "
                 f"{pct(m['hazards_caught'])} of {m['hazards']} |"
             )
+    for threshold, m in checks.get("model_by_threshold", {}).items():
+        lines.append(
+            f"| the model's heads, cells >= {threshold} | {m['frames']} | "
+            f"{pct(m['expert_plan_flagged'])} | {pct(m['hazards_caught'])} of {m['hazards']} |"
+        )
     return lines

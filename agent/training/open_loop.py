@@ -37,6 +37,9 @@ from agent.safety.offline import plan_check_rates
 from agent.training.trainer import load_arrays
 
 GUARD_FRAMES = 1500  # frames (evenly spaced) the guard's path checks are replayed on
+# BEV occupancy thresholds the guard's checks are also replayed at (the guard view's
+# `occupancy_threshold`): the trade between stopping good plans and catching hazards
+GUARD_THRESHOLDS = (0.3, 0.4, 0.5)
 
 HORIZONS_S = (1.0, 2.0, 3.0)
 FLAG_THRESHOLD = 0.5
@@ -263,7 +266,7 @@ def evaluate_open_loop(
     results: dict[str, Any] = {"frames": n, "checkpoint": str(checkpoint), "data": str(data)}
     gt = d["trajectory"]
     grid = model.cfg.perception
-    bev_pred = np.zeros((n, len(grid.bev_classes), *grid.bev_shape), dtype=bool)
+    bev_prob = np.zeros((n, len(grid.bev_classes), *grid.bev_shape), dtype=np.float16)
     span_shape = (n, len(grid.bev_classes), 2, *grid.bev_shape)
     span_pred = np.zeros(span_shape, dtype=np.float32) if grid.bev_span else None
     light_pred = np.zeros(n, dtype=np.int64)
@@ -277,7 +280,7 @@ def evaluate_open_loop(
             frames = torch.from_numpy(d["image"][arrays.history[rows]])
             tokens, pooled = model.encoder(frames)
             heads = model.heads(tokens, pooled)
-            bev_pred[rows] = (torch.sigmoid(heads["bev"]) >= FLAG_THRESHOLD).numpy()
+            bev_prob[rows] = torch.sigmoid(heads["bev"]).numpy()
             if span_pred is not None:
                 span_pred[rows] = torch.sigmoid(heads["bev_span"]).numpy()
             light_pred[rows] = heads["light"].argmax(-1).numpy()
@@ -322,6 +325,7 @@ def evaluate_open_loop(
             "flags": flag_metrics(flags, d["flags"], d["episode"], d.get("flag_distance_m")),
             "intent_accuracy": round(float((intent == d["intent"]).mean()), 4),
         }
+    bev_pred = bev_prob >= FLAG_THRESHOLD
     bev_truth = np.zeros_like(bev_pred)
     span_truth = None if span_pred is None else np.zeros_like(span_pred)
     for i in range(0, n, 512):
@@ -339,7 +343,7 @@ def evaluate_open_loop(
             span_pred, span_truth, bev_pred, bev_truth, grid
         )
     results["perception"]["guard_checks"] = guard_checks(
-        d, bev_pred, span_pred, bev_truth, span_truth, grid
+        d, bev_prob, span_pred, bev_truth, span_truth, grid
     )
     if reasoner is not None and text_frames > 0:
         rng = np.random.default_rng(seed)
@@ -366,18 +370,21 @@ def evaluate_open_loop(
 
 def guard_checks(
     d: dict[str, np.ndarray],
-    bev_pred: np.ndarray,
+    bev_prob: np.ndarray,
     span_pred: np.ndarray | None,
     bev_truth: np.ndarray,
     span_truth: np.ndarray | None,
     grid: PerceptionConfig,
     frames: int = GUARD_FRAMES,
+    thresholds: tuple[float, ...] = GUARD_THRESHOLDS,
 ) -> dict[str, Any]:
     """The safety guard's path checks (default `GuardConfig`) replayed on up to `frames`
-    evenly spaced frames (`agent.safety.offline.plan_check_rates`): on the model's heads,
+    evenly spaced frames (`agent.safety.offline.plan_check_rates`): on the model's heads
+    (`bev_prob`: occupancy probabilities) with cells occupied from the guard view's
+    `occupancy_threshold` ("model") and from each of `thresholds` ("model_by_threshold"),
     and on ground truth in the same representation (cells, with spans when the model has
     them): what the grid could give the guard at best."""
-    n = len(bev_pred)
+    n = len(bev_prob)
     rows = np.unique(np.linspace(0, n - 1, min(n, frames)).astype(int))
     guard = SafetyGuard(GuardConfig(), grid)
     frame_args = tuple(
@@ -393,4 +400,12 @@ def guard_checks(
             *frame_args,
         )
 
-    return {"model": rates(bev_pred, span_pred), "ground_truth": rates(bev_truth, span_truth)}
+    default = guard.config.view.occupancy_threshold
+    return {
+        "model": rates(bev_prob >= default, span_pred),
+        "model_threshold": default,
+        "model_by_threshold": {
+            f"{t:g}": rates(bev_prob >= t, span_pred) for t in sorted(set(thresholds))
+        },
+        "ground_truth": rates(bev_truth, span_truth),
+    }

@@ -138,13 +138,19 @@ def test_all_stages_then_checkpoint_open_loop_and_card(tmp_path: Path) -> None:
     assert 0.0 <= perception["light_accuracy"] <= 1.0
     checks = perception["guard_checks"]
     assert checks["model"]["frames"] == checks["ground_truth"]["frames"] == 24
+    # replayed at several occupancy thresholds: fewer occupied cells never flag more plans
+    by = checks["model_by_threshold"]
+    assert list(by) == ["0.3", "0.4", "0.5"] and by["0.5"] == checks["model"]
+    flagged = [by[t]["expert_plan_flagged"] for t in by]
+    assert flagged == sorted(flagged, reverse=True)
     assert "span" not in perception  # the model has no span head
     from agent.training.card import write_model_card
 
     (out / "open_loop.json").write_text(json.dumps(metrics))
     card = write_model_card(out).read_text()
     assert "L2@3s" in card and "vlmdrive-tiny" in card
-    assert "| the model's heads | 24 |" in card
+    assert "| the model's heads, cells >= 0.5 (the guard's setting) | 24 |" in card
+    assert "| the model's heads, cells >= 0.3 | 24 |" in card
 
 
 def test_resume_continues_from_the_saved_step(tmp_path: Path, monkeypatch) -> None:

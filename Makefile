@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= outputs
 
-.PHONY: setup demo test test-all lint bench train data eval-model finetune eval-finetune clean
+.PHONY: setup demo test test-all test-slow lint bench train data eval-model finetune eval-finetune clean
 
 setup: $(STAMP)
 
@@ -28,6 +28,10 @@ test: setup
 
 test-all: setup
 	$(BIN)/pytest -q
+
+# The end-to-end tests `make test` leaves out (Ray workers, all training stages; ~1 min)
+test-slow: setup
+	$(BIN)/pytest -q -m slow
 
 lint: setup
 	$(BIN)/ruff check .

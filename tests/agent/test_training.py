@@ -110,7 +110,6 @@ def test_unknown_keys_are_errors_with_a_line(tmp_path: Path) -> None:
         load_train_config(path)
 
 
-@pytest.mark.slow
 def test_all_stages_then_checkpoint_open_loop_and_card(tmp_path: Path) -> None:
     write_dataset(tmp_path / "data")
     cfg = TrainConfig.model_validate(config(tmp_path, vlm=3, frozen=4, lora=2, joint=2))
@@ -212,7 +211,6 @@ def test_shipped_configs_are_valid_and_chain_the_two_rounds() -> None:
     assert augment.model_dump(exclude=same) == final.model_dump(exclude=same)
 
 
-@pytest.mark.slow
 def test_a_scorer_fine_tune_changes_the_scores_and_nothing_else(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -15,6 +15,11 @@ from agent.model.checkpoint import VLM_DIR, read_config
 
 def _wall_line(training: dict[str, Any]) -> str:
     minutes = f"{training.get('train_wall_s', 0) / 60:.1f} min on 2 CPU cores"
+    if training.get("init"):
+        return (
+            f"- Fine-tuned from `{training['init']}` (the training config's `init`); wall "
+            f"time of the fine-tune alone: {minutes}."
+        )
     if len(training.get("datasets") or []) > 1:
         return (
             f"- Wall time of this round: {minutes} (`make train` first collects the expert "

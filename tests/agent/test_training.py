@@ -235,6 +235,9 @@ def test_a_scorer_fine_tune_changes_the_scores_and_nothing_else(tmp_path: Path) 
     }
     summary = Trainer(TrainConfig.model_validate(tune), progress=False).run()
     assert summary["init"] == str(init)
+    from agent.training.card import write_model_card
+
+    assert f"Fine-tuned from `{init}`" in write_model_card(tmp_path / "tuned").read_text()
     before = load_file(str(init / "model.safetensors"))
     after = load_file(str(tmp_path / "tuned" / "model.safetensors"))
     assert before.keys() == after.keys()

@@ -301,21 +301,22 @@ def _guard_check_lines(checks: dict[str, Any] | None) -> list[str]:
         "| perception | frames | expert plan flagged | straight-on hazards caught |",
         "|---|---|---|---|",
     ]
-    for source, label in (
-        ("model", "the model's heads"),
-        ("ground_truth", "ground truth, same grid"),
-    ):
-        if source in checks:
-            m = checks[source]
-            if source == "model" and "model_threshold" in checks:
-                label += f", cells >= {checks['model_threshold']:g} (the guard's setting)"
-            lines.append(
-                f"| {label} | {m['frames']} | {pct(m['expert_plan_flagged'])} | "
-                f"{pct(m['hazards_caught'])} of {m['hazards']} |"
-            )
-    for threshold, m in checks.get("model_by_threshold", {}).items():
-        lines.append(
-            f"| the model's heads, cells >= {threshold} | {m['frames']} | "
-            f"{pct(m['expert_plan_flagged'])} | {pct(m['hazards_caught'])} of {m['hazards']} |"
+
+    def row(label: str, m: dict[str, Any]) -> str:
+        return (
+            f"| {label} | {m['frames']} | {pct(m['expert_plan_flagged'])} | "
+            f"{pct(m['hazards_caught'])} of {m['hazards']} |"
         )
+
+    setting = checks.get("model_threshold")
+    if "model" in checks:
+        label = "the model's heads"
+        if setting is not None:
+            label += f", cells >= {setting:g} (the guard's setting)"
+        lines.append(row(label, checks["model"]))
+    if "ground_truth" in checks:
+        lines.append(row("ground truth, same grid", checks["ground_truth"]))
+    for threshold, m in checks.get("model_by_threshold", {}).items():
+        if setting is None or threshold != f"{setting:g}":  # that row is the first one
+            lines.append(row(f"the model's heads, cells >= {threshold}", m))
     return lines

@@ -401,11 +401,12 @@ def guard_checks(
         )
 
     default = guard.config.view.occupancy_threshold
+    by_threshold = {  # the guard's own threshold is replayed once, with the others
+        f"{t:g}": rates(bev_prob >= t, span_pred) for t in sorted({*thresholds, default})
+    }
     return {
-        "model": rates(bev_prob >= default, span_pred),
+        "model": by_threshold[f"{default:g}"],
         "model_threshold": default,
-        "model_by_threshold": {
-            f"{t:g}": rates(bev_prob >= t, span_pred) for t in sorted(set(thresholds))
-        },
+        "model_by_threshold": by_threshold,
         "ground_truth": rates(bev_truth, span_truth),
     }

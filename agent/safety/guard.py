@@ -45,6 +45,16 @@ Policies, and why:
   decelerates to a stop) within that range is accepted; otherwise the rules stop as soon
   as they comfortably can (perception_view), which may be short of, or — when the light
   turned red in the dilemma zone — beyond the real stop line.
+- Red hold: standing at a red, the planner keeps planning a short creep (1-4 m over its
+  4 s, slowing), and every such plan "stops within the light's range", so it was
+  accepted and the car inched over the stop line (measured on red_light_runner_rain_night
+  and construction_stalled_rain: red-light infractions 20-30 s into the wait). Once the
+  ego stands (below `stop_speed_mps`) with red perceived at `red_hold_min_prob`, a plan
+  that moves more than `red_hold_max_m` fails RED_LIGHT and the rules stand with the
+  stop line at the bumper, through flickers of the light head, until green is perceived,
+  red and yellow stay below `red_hold_min_prob` for `red_release_s`, or `red_hold_max_s`
+  passes (a light the head cannot read must not hold the car for the rest of the route:
+  one stuck at p(red) 0.52 in fog did, with a 0.5 threshold).
 
 - Hand-over distance (`SafetyGuard.handover_distance`): a static obstacle or pedestrian
   on the plan counts only once it is within the rules' comfortable stop (+ their gap and
@@ -122,13 +132,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.data.schema import INTENTS, LIGHT_RANGE_M, POSE_DT_S
+from agent.data.schema import INTENTS, LIGHT_RANGE_M, LIGHT_STATES, POSE_DT_S
 from agent.model.config import PerceptionConfig
 from agent.rules import ObstacleView, RulePlanner, RulesConfig
 from agent.rules.planner import DRY_FRICTION
@@ -209,6 +219,15 @@ class GuardConfig(BaseModel):
     speed_tolerance_mps: float = Field(0.3, ge=0.0)  # [m/s] a cap is violated beyond this
     light_range_m: float = Field(LIGHT_RANGE_M, gt=0.0)  # [m] the light head's label range
     stop_speed_mps: float = Field(0.5, ge=0.0)  # [m/s] a plan step this slow has stopped
+    red_hold: bool = True  # once stopped at a confidently perceived red, stay (docstring)
+    red_hold_min_prob: float = Field(0.8, gt=0.0, le=1.0)  # [-] red probability that starts
+    # a hold (and red or yellow probability that keeps it): the head sits near 0.5 on
+    # lights it cannot make out, and a hold on those never ends
+    red_hold_max_m: float = Field(0.5, ge=0.0)  # [m] a held plan may move this far in total
+    red_release_s: float = Field(1.0, gt=0.0)  # [s] red and yellow below red_hold_min_prob
+    # this long (or green perceived) ends the hold
+    red_hold_max_s: float = Field(60.0, gt=0.0)  # [s] a hold never lasts longer (a whole
+    # light cycle: a red that long is a head stuck on a light it cannot read)
     view: PerceptionViewConfig = PerceptionViewConfig()
     creep_after_s: float = Field(6.0, gt=0.0)  # [s] held slow by the guard before creeping
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
@@ -348,8 +367,14 @@ class SafetyGuard:
         self._creep_side = 0.0  # +1 left / -1 right: the side of the current side creep
         self._stood_since_s: float | None = None  # [s] the planner began standing (unstick)
         self._unstick_until_s = -math.inf  # [s] end of the current unstick crawl
+        self._red_hold_since_s: float | None = None  # [s] stopped at a red: plans must stand
+        self._red_seen_s = -math.inf  # [s] a red / yellow light was last perceived confidently
+        self._red_hold_spent = False  # a hold ran out: none again until that red fades
 
     def reset(self) -> None:
+        self._red_hold_since_s = None
+        self._red_seen_s = -math.inf
+        self._red_hold_spent = False
         self._held_since_s = None
         self._creep_until_s = -math.inf
         self._creep_side = 0.0
@@ -383,6 +408,7 @@ class SafetyGuard:
             return _decision(emergency_stop(num_poses), failed, "emergency_stop")
         if self._start_time_s is None:
             self._start_time_s = inputs.time_s
+        self._update_red_hold(inputs)
 
         view = self.perceived_view(inputs, inputs.route_xy)
         self.last_view = view
@@ -681,7 +707,11 @@ class SafetyGuard:
         if imminent:
             failed[ReasonCode.TTC] = _describe(imminent[0])
         light = perceived_light(inputs.perception.light, cfg.view.light_threshold)
-        if light == TrafficLightState.Red and not stops_within(
+        if self._red_hold_since_s is not None:
+            moved = float(arc_lengths(trajectory)[-1])
+            if moved > cfg.red_hold_max_m:
+                failed[ReasonCode.RED_LIGHT] = f"stopped at a red light, plan moves {moved:.1f} m"
+        elif light == TrafficLightState.Red and not stops_within(
             trajectory, cfg.dt_s, cfg.light_range_m, cfg.stop_speed_mps
         ):
             failed[ReasonCode.RED_LIGHT] = (
@@ -689,10 +719,46 @@ class SafetyGuard:
             )
         return failed
 
+    def _update_red_hold(self, inputs: GuardInputs) -> None:
+        """Once per tick: start holding when the ego stands (below `stop_speed_mps`) with red
+        perceived at `red_hold_min_prob` or more; end the hold when green is perceived, when
+        red and yellow have stayed below that for `red_release_s`, or after `red_hold_max_s`
+        (see the module docstring)."""
+        cfg = self.config
+        if not cfg.red_hold:
+            return
+        now, light = inputs.time_s, inputs.perception.light
+        red = float(light[LIGHT_STATES.index("red")])
+        yellow = float(light[LIGHT_STATES.index("yellow")])
+        if max(red, yellow) >= cfg.red_hold_min_prob:
+            self._red_seen_s = now
+        faded = now - self._red_seen_s >= cfg.red_release_s
+        if faded:
+            self._red_hold_spent = False
+        since = self._red_hold_since_s
+        if since is not None:
+            green = perceived_light(light, cfg.view.light_threshold) == TrafficLightState.Green
+            if green or faded:
+                self._red_hold_since_s = None
+            elif now - since >= cfg.red_hold_max_s:  # no new hold until this red fades
+                self._red_hold_since_s, self._red_hold_spent = None, True
+        elif (
+            red >= cfg.red_hold_min_prob
+            and inputs.speed_mps < cfg.stop_speed_mps
+            and not self._red_hold_spent
+        ):
+            self._red_hold_since_s = now
+
     def perceived_view(self, inputs: GuardInputs, route_xy: np.ndarray) -> ObstacleView:
-        return view_from_perception(
+        view = view_from_perception(
             inputs.perception, inputs.speed_mps, route_xy, self.config.view, self.grid
         )
+        if (
+            self._red_hold_since_s is not None
+        ):  # the rules stand too, through a flicker of the light head
+            line = self.config.view.ego_length_m / 2 + self.config.view.light_margin_m
+            view = replace(view, lights=((line, TrafficLightState.Red),))
+        return view
 
     def fallback_route(self, inputs: GuardInputs, failed: dict[ReasonCode, str]) -> np.ndarray:
         """(M, 2) the route the rules' fallback follows: the planner's own path (origin ->

@@ -506,6 +506,79 @@ def test_red_light_with_a_plan_that_stops_is_accepted(guard) -> None:
     assert decision.reason == ReasonCode.ACCEPTED
 
 
+def test_once_stopped_at_a_red_light_the_car_stays_until_it_turns(guard) -> None:
+    """The planner, standing at a red, keeps planning a short creep (1-4 m in 4 s); each one
+    "stops within the light's range", and the creep carried the car over the stop line.
+    Once the ego has stopped under a confidently perceived red, a plan that moves is
+    refused, through a flicker of the light head, until green is perceived, red has been
+    gone 1 s, or the hold has lasted a whole light cycle."""
+    creep = straight(1.0, accel=-0.2)  # 2.4 m in 4 s, slowing: "stops within range"
+    red, none, green = (perception(light=s) for s in ("red", "none", "green"))
+    # Approaching at speed, a plan that stops within the light's range is the planner's.
+    assert guard.check(inputs(straight(8.0, accel=-2.5), percept=red)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    # Stopped (below stop_speed_mps) under red: the creep is refused, the car stands.
+    held = guard.check(inputs(creep, speed=0.2, percept=red, time_s=10.0))
+    assert held.reason == ReasonCode.RED_LIGHT and "stopped at a red light" in held.detail
+    assert arc_lengths(held.trajectory)[-1] <= guard.config.red_hold_max_m
+    # A plan that stands is accepted while held.
+    assert guard.check(inputs(np.zeros((T, 2)), speed=0.0, percept=red, time_s=10.5)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    # The head loses the light for 0.5 s: still held, and the rules stand too.
+    flicker = guard.check(inputs(creep, speed=0.0, percept=none, time_s=11.0))
+    assert flicker.reason == ReasonCode.RED_LIGHT
+    assert arc_lengths(flicker.trajectory)[-1] <= guard.config.red_hold_max_m
+    # Green: released at once, the planner drives.
+    go = guard.check(inputs(creep, speed=0.0, percept=green, time_s=11.2))
+    assert go.reason == ReasonCode.ACCEPTED and np.array_equal(go.trajectory, creep)
+    # Held again at the next red; no light perceived for red_release_s also releases.
+    assert guard.check(inputs(creep, speed=0.0, percept=red, time_s=20.0)).reason == (
+        ReasonCode.RED_LIGHT
+    )
+    assert guard.check(inputs(creep, speed=0.0, percept=none, time_s=20.5)).reason == (
+        ReasonCode.RED_LIGHT
+    )
+    assert guard.check(inputs(creep, speed=0.0, percept=none, time_s=21.0)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    # A red the head is unsure of (0.55: it sits near 0.5 on lights it cannot make out)
+    # starts no hold; the range check alone applies.
+    unsure = perception(light="red")
+    unsure.light[:] = [0.3, 0.55, 0.05, 0.1]
+    assert guard.check(inputs(creep, speed=0.0, percept=unsure, time_s=25.0)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    # A hold ends after red_hold_max_s however red the head says it is, and the same red
+    # does not start another until it has faded.
+    limit = guard.config.red_hold_max_s
+    assert guard.check(inputs(creep, speed=0.0, percept=red, time_s=100.0)).reason == (
+        ReasonCode.RED_LIGHT
+    )
+    assert guard.check(
+        inputs(creep, speed=0.0, percept=red, time_s=100.0 + limit - 0.5)
+    ).reason == (ReasonCode.RED_LIGHT)
+    assert guard.check(inputs(creep, speed=0.0, percept=red, time_s=100.0 + limit)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    assert guard.check(inputs(creep, speed=0.0, percept=red, time_s=100.0 + limit + 5)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    guard.check(inputs(creep, speed=0.0, percept=none, time_s=200.0))
+    assert guard.check(inputs(creep, speed=0.0, percept=red, time_s=201.0)).reason == (
+        ReasonCode.RED_LIGHT
+    )
+    # reset() (a new route) forgets the hold; red_hold=False keeps the range check alone.
+    guard.check(inputs(creep, speed=0.0, percept=red, time_s=30.0))
+    guard.reset()
+    assert guard.check(inputs(creep, speed=0.0, percept=none, time_s=30.1)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    off = SafetyGuard(GuardConfig(raise_errors=True, red_hold=False))
+    assert off.check(inputs(creep, speed=0.0, percept=red)).reason == ReasonCode.ACCEPTED
+
+
 def test_green_light_is_accepted(guard) -> None:
     assert guard.check(inputs(percept=perception(light="green"))).reason == ReasonCode.ACCEPTED
 

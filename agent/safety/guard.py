@@ -213,6 +213,8 @@ class GuardConfig(BaseModel):
     vlm_timeout_s: float = Field(2.0, gt=0.0)  # [s] game time; = the runtime's max_age_s
     construction_speed_cap_mps: float = Field(8.0, gt=0.0)  # [m/s] ~29 km/h
     pedestrian_speed_cap_mps: float = Field(5.0, gt=0.0)  # [m/s] 18 km/h
+    cap_flag_threshold: float | None = Field(None, gt=0.0, le=1.0)  # [-] flag probability
+    # that applies the construction / pedestrian caps; None: view.flag_threshold
     cap_decel_mps2: float = Field(3.0, gt=0.0)  # [m/s^2] slowing down to a cap
     max_decel_mps2: float = Field(7.0, gt=0.0)  # [m/s^2] dry full braking (x friction / 0.9)
     reaction_time_s: float = Field(0.5, ge=0.0)  # [s] in "stop within sight" (= rules)
@@ -830,9 +832,12 @@ class SafetyGuard:
             )
         }
         flags = inputs.perception
-        if flags.flag("construction") >= cfg.view.flag_threshold:
+        threshold = (
+            cfg.view.flag_threshold if cfg.cap_flag_threshold is None else cfg.cap_flag_threshold
+        )
+        if flags.flag("construction") >= threshold:
             caps[ReasonCode.SPEED_CAP_CONSTRUCTION] = cfg.construction_speed_cap_mps
-        if flags.flag("pedestrian_crossing") >= cfg.view.flag_threshold:
+        if flags.flag("pedestrian_crossing") >= threshold:
             caps[ReasonCode.SPEED_CAP_PEDESTRIAN] = cfg.pedestrian_speed_cap_mps
 
         def retime(cap: float) -> np.ndarray:

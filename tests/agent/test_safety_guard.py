@@ -593,6 +593,14 @@ def test_construction_flag_caps_the_mean_speed(guard) -> None:
     mean_speed = arc_lengths(decision.trajectory)[-1] / (T * DT)
     assert mean_speed <= cap + 0.05
     assert segment_speeds(decision.trajectory, DT).max() <= cap + 1e-6
+    # The caps may ask for a surer flag than the weather does (`cap_flag_threshold`): the
+    # flag at 0.9 caps at a 0.9 threshold, not at 0.95, and the weather still counts.
+    for threshold, capped in ((0.9, True), (0.95, False)):
+        strict = SafetyGuard(GuardConfig(raise_errors=True, cap_flag_threshold=threshold))
+        flagged = perception(flags=("construction", "pedestrian_crossing"))
+        got = strict.check(inputs(plan, speed=cap, percept=flagged))
+        assert (ReasonCode.SPEED_CAP_PEDESTRIAN in got.reasons) is capped
+        assert np.array_equal(got.trajectory, plan) is not capped
 
 
 def test_speed_cap_keeps_the_path_and_slows_down_from_above(guard) -> None:

@@ -7,7 +7,7 @@
       3. checks    VLM error / timeout, low confidence, swept ego box vs obstacles
                    (static / pedestrian on the plan within the hand-over distance:
                    PATH_BLOCKED; anything reached sooner than the TTC threshold: TTC),
-                   red light not stopped for
+                   red light not stopped for (stopped at one: any plan that moves)
       3a. modes    only PATH_BLOCKED / TTC failed and the planner offered other candidates:
                    the highest-scored candidate (probability >= alternative_min_prob,
                    moving, near the route) that passes every check -> drive it
@@ -770,9 +770,8 @@ class SafetyGuard:
         view = view_from_perception(
             inputs.perception, inputs.speed_mps, route_xy, self.config.view, self.grid
         )
-        if (
-            self._red_hold_since_s is not None
-        ):  # the rules stand too, through a flicker of the light head
+        if self._red_hold_since_s is not None:
+            # Held at a red: the rules stand too, through a flicker of the light head.
             line = self.config.view.ego_length_m / 2 + self.config.view.light_margin_m
             view = replace(view, lights=((line, TrafficLightState.Red),))
         return view

@@ -55,11 +55,6 @@ Policies, and why:
   red and yellow stay below `red_hold_min_prob` for `red_release_s`, or `red_hold_max_s`
   passes (a light the head cannot read must not hold the car for the rest of the route:
   one stuck at p(red) 0.52 in fog did, with a 0.5 threshold).
-  Launch: released on green, the planner kept creeping through the 10 s green phase (the
-  "inertia" below) and was held again at the next red, three cycles at one junction. A
-  hold of `red_launch_min_hold_s` or more that ends on green (or a faded red) lets the
-  unstick crawl start at once, for `red_launch_s`, under all of its own gates (nothing
-  perceived on the crawl, no red / yellow, no hazard flag).
 
 - Hand-over distance (`SafetyGuard.handover_distance`): a static obstacle or pedestrian
   on the plan counts only once it is within the rules' comfortable stop (+ their gap and
@@ -235,10 +230,6 @@ class GuardConfig(BaseModel):
     # this long (or green perceived) ends the hold
     red_hold_max_s: float = Field(60.0, gt=0.0)  # [s] a hold never lasts longer (a whole
     # light cycle: a red that long is a head stuck on a light it cannot read)
-    red_launch_s: float = Field(10.0, ge=0.0)  # [s] after a hold ends on green (or a faded
-    # red) the unstick crawl needs no stand first for this long (a green phase); 0: off
-    red_launch_min_hold_s: float = Field(3.0, ge=0.0)  # [s] only after a hold this long: a
-    # blip of red while standing (in a queue) is no light that turned green
     view: PerceptionViewConfig = PerceptionViewConfig()
     creep_after_s: float = Field(6.0, gt=0.0)  # [s] held slow by the guard before creeping
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
@@ -381,13 +372,11 @@ class SafetyGuard:
         self._red_hold_since_s: float | None = None  # [s] stopped at a red: plans must stand
         self._red_seen_s = -math.inf  # [s] a red / yellow light was last perceived confidently
         self._red_hold_spent = False  # a hold ran out: none again until that red fades
-        self._launch_until_s = -math.inf  # [s] a red hold ended: unstick without a stand
 
     def reset(self) -> None:
         self._red_hold_since_s = None
         self._red_seen_s = -math.inf
         self._red_hold_spent = False
-        self._launch_until_s = -math.inf
         self._held_since_s = None
         self._creep_until_s = -math.inf
         self._creep_side = 0.0
@@ -632,8 +621,7 @@ class SafetyGuard:
                 return None
             if self._stood_since_s is None:
                 self._stood_since_s = now
-            launch = now < self._launch_until_s  # a red hold just ended: no stand needed
-            if now - self._stood_since_s < cfg.unstick_after_s and not launch:
+            if now - self._stood_since_s < cfg.unstick_after_s:
                 return None
         crawl = self._route_crawl(inputs, view)
         if crawling and arc_lengths(inputs.trajectory)[-1] >= arc_lengths(crawl)[-1]:
@@ -754,8 +742,6 @@ class SafetyGuard:
             green = perceived_light(light, cfg.view.light_threshold) == TrafficLightState.Green
             if green or faded:
                 self._red_hold_since_s = None
-                if now - since >= cfg.red_launch_min_hold_s:
-                    self._launch_until_s = now + cfg.red_launch_s
             elif now - since >= cfg.red_hold_max_s:  # no new hold until this red fades
                 self._red_hold_since_s, self._red_hold_spent = None, True
         elif (
@@ -764,7 +750,6 @@ class SafetyGuard:
             and not self._red_hold_spent
         ):
             self._red_hold_since_s = now
-            self._launch_until_s = -math.inf
 
     def perceived_view(self, inputs: GuardInputs, route_xy: np.ndarray) -> ObstacleView:
         view = view_from_perception(

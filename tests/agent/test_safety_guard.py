@@ -579,49 +579,6 @@ def test_once_stopped_at_a_red_light_the_car_stays_until_it_turns(guard) -> None
     assert off.check(inputs(creep, speed=0.0, percept=red)).reason == ReasonCode.ACCEPTED
 
 
-def test_after_a_red_hold_the_car_launches_on_green(guard) -> None:
-    """Released after a real wait (>= red_launch_min_hold_s), the planner kept creeping
-    through the green phase (its "inertia"), so the guard crawls the route at once instead
-    of after unstick_after_s; unless something is perceived on that crawl."""
-    cfg = guard.config
-    creep = straight(1.0, accel=-0.2)
-    red, green = perception(light="red"), perception(light="green")
-    t = 0.0
-    while t < cfg.red_launch_min_hold_s + 1.0:
-        assert guard.check(inputs(creep, speed=0.0, percept=red, time_s=t)).reason == (
-            ReasonCode.RED_LIGHT
-        )
-        t += 0.05
-    go = guard.check(inputs(creep, speed=0.0, percept=green, time_s=t))
-    assert go.reason == ReasonCode.UNSTICK
-    assert arc_lengths(go.trajectory)[-1] == pytest.approx(cfg.unstick_speed_mps * T * DT)
-    assert np.abs(go.trajectory[:, 1]).max() < 1e-6  # along the route (the x axis)
-    # The planner driving off by itself ends the crawl.
-    own = straight(6.0)
-    assert guard.check(inputs(own, speed=2.0, percept=green, time_s=t + 0.5)).reason == (
-        ReasonCode.ACCEPTED
-    )
-    # A car perceived on the crawl: no launch, the planner's creep stands as it is.
-    guard.reset()
-    blocked = perception([("vehicle", 10.0, 0.0)], light="green")
-    t = 0.0
-    while t < cfg.red_launch_min_hold_s + 1.0:
-        guard.check(inputs(creep, speed=0.0, percept=red, time_s=t))
-        t += 0.05
-    assert guard.check(inputs(creep, speed=0.0, percept=blocked, time_s=t)).reason != (
-        ReasonCode.UNSTICK
-    )
-    # red_launch_s = 0: no launch, the planner creeps as before.
-    off = SafetyGuard(GuardConfig(raise_errors=True, red_launch_s=0.0))
-    t = 0.0
-    while t < cfg.red_launch_min_hold_s + 1.0:
-        off.check(inputs(creep, speed=0.0, percept=red, time_s=t))
-        t += 0.05
-    assert off.check(inputs(creep, speed=0.0, percept=green, time_s=t)).reason == (
-        ReasonCode.ACCEPTED
-    )
-
-
 def test_green_light_is_accepted(guard) -> None:
     assert guard.check(inputs(percept=perception(light="green"))).reason == ReasonCode.ACCEPTED
 

@@ -64,6 +64,12 @@ Policies, and why:
   0.5) kept it from starting on most green phases at night, and where it did start it
   drove into the junction's red-light runner once (red_light_runner_rain_night, seed 2:
   43.0 -> 10.0).
+  Off by default: on the demo suite's 4 routes (async VLM, same machine) the hold scored
+  60.27 against 74.94 without it (red_light_runner_rain_night 97.0 -> 56.2, a timeout
+  after three light cycles at one junction; cut_in_fog 70.0 -> 52.2), which cancels the
+  eval suite's gain (46 routes together: ~0 per route). It buys legality (fewer red
+  lights) with time; turn it on with `red_hold: true` where red lights matter more than
+  the Driving Score, and by default once the car can go on green by itself.
 
 - Hand-over distance (`SafetyGuard.handover_distance`): a static obstacle or pedestrian
   on the plan counts only once it is within the rules' comfortable stop (+ their gap and
@@ -230,7 +236,8 @@ class GuardConfig(BaseModel):
     speed_tolerance_mps: float = Field(0.3, ge=0.0)  # [m/s] a cap is violated beyond this
     light_range_m: float = Field(LIGHT_RANGE_M, gt=0.0)  # [m] the light head's label range
     stop_speed_mps: float = Field(0.5, ge=0.0)  # [m/s] a plan step this slow has stopped
-    red_hold: bool = True  # once stopped at a confidently perceived red, stay (docstring)
+    red_hold: bool = False  # once stopped at a confidently perceived red, stay (docstring;
+    # off by default: fewer red lights, more route timeouts, no net Driving Score)
     red_hold_min_prob: float = Field(0.8, gt=0.0, le=1.0)  # [-] red probability that starts
     # a hold (and red or yellow probability that keeps it): the head sits near 0.5 on
     # lights it cannot make out, and a hold on those never ends

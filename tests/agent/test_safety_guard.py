@@ -506,12 +506,14 @@ def test_red_light_with_a_plan_that_stops_is_accepted(guard) -> None:
     assert decision.reason == ReasonCode.ACCEPTED
 
 
-def test_once_stopped_at_a_red_light_the_car_stays_until_it_turns(guard) -> None:
+def test_once_stopped_at_a_red_light_the_car_stays_until_it_turns() -> None:
     """The planner, standing at a red, keeps planning a short creep (1-4 m in 4 s); each one
     "stops within the light's range", and the creep carried the car over the stop line.
     Once the ego has stopped under a confidently perceived red, a plan that moves is
     refused, through a flicker of the light head, until green is perceived, red has been
-    gone 1 s, or the hold has lasted a whole light cycle."""
+    gone 1 s, or the hold has lasted a whole light cycle (`red_hold: true`; off by
+    default, see the guard's docstring)."""
+    guard = SafetyGuard(GuardConfig(raise_errors=True, red_hold=True))
     creep = straight(1.0, accel=-0.2)  # 2.4 m in 4 s, slowing: "stops within range"
     red, none, green = (perception(light=s) for s in ("red", "none", "green"))
     # Approaching at speed, a plan that stops within the light's range is the planner's.
@@ -575,7 +577,7 @@ def test_once_stopped_at_a_red_light_the_car_stays_until_it_turns(guard) -> None
     assert guard.check(inputs(creep, speed=0.0, percept=none, time_s=30.1)).reason == (
         ReasonCode.ACCEPTED
     )
-    off = SafetyGuard(GuardConfig(raise_errors=True, red_hold=False))
+    off = SafetyGuard(GuardConfig(raise_errors=True))  # the default: no hold
     assert off.check(inputs(creep, speed=0.0, percept=red)).reason == ReasonCode.ACCEPTED
 
 

@@ -229,7 +229,8 @@ class GuardConfig(BaseModel):
     construction_speed_cap_mps: float = Field(8.0, gt=0.0)  # [m/s] ~29 km/h
     pedestrian_speed_cap_mps: float = Field(5.0, gt=0.0)  # [m/s] 18 km/h
     cap_flag_threshold: float | None = Field(None, gt=0.0, le=1.0)  # [-] flag probability
-    # that applies the construction / pedestrian caps; None: view.flag_threshold
+    # that applies the construction / pedestrian caps; None: view.flag_threshold. 0.9
+    # measured within the noise (docs/leaderboard_agent.md)
     cap_decel_mps2: float = Field(3.0, gt=0.0)  # [m/s^2] slowing down to a cap
     max_decel_mps2: float = Field(7.0, gt=0.0)  # [m/s^2] dry full braking (x friction / 0.9)
     reaction_time_s: float = Field(0.5, ge=0.0)  # [s] in "stop within sight" (= rules)

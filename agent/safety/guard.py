@@ -153,7 +153,7 @@ from typing import Protocol
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.data.schema import INTENTS, LIGHT_RANGE_M, LIGHT_STATES, POSE_DT_S
+from agent.data.schema import INTENTS, LIGHT_RANGE_M, POSE_DT_S
 from agent.model.config import PerceptionConfig
 from agent.rules import ObstacleView, RulePlanner, RulesConfig
 from agent.rules.planner import DRY_FRICTION
@@ -170,6 +170,7 @@ from agent.safety.health import CameraMonitor, VLMHealth
 from agent.safety.perception_view import (
     PerceptionOutputs,
     PerceptionViewConfig,
+    assumed_stop_line_m,
     perceived_light,
     view_from_perception,
 )
@@ -746,9 +747,8 @@ class SafetyGuard:
         cfg = self.config
         if not cfg.red_hold:
             return
-        now, light = inputs.time_s, inputs.perception.light
-        red = float(light[LIGHT_STATES.index("red")])
-        yellow = float(light[LIGHT_STATES.index("yellow")])
+        now, perception = inputs.time_s, inputs.perception
+        red, yellow = perception.light_prob("red"), perception.light_prob("yellow")
         if max(red, yellow) >= cfg.red_hold_min_prob:
             self._red_seen_s = now
         faded = now - self._red_seen_s >= cfg.red_release_s
@@ -756,7 +756,8 @@ class SafetyGuard:
             self._red_hold_spent = False
         since = self._red_hold_since_s
         if since is not None:
-            green = perceived_light(light, cfg.view.light_threshold) == TrafficLightState.Green
+            light = perceived_light(perception.light, cfg.view.light_threshold)
+            green = light == TrafficLightState.Green
             if green or faded:
                 self._red_hold_since_s = None
             elif now - since >= cfg.red_hold_max_s:  # no new hold until this red fades
@@ -773,8 +774,9 @@ class SafetyGuard:
             inputs.perception, inputs.speed_mps, route_xy, self.config.view, self.grid
         )
         if self._red_hold_since_s is not None:
-            # Held at a red: the rules stand too, through a flicker of the light head.
-            line = self.config.view.ego_length_m / 2 + self.config.view.light_margin_m
+            # Held at a red: the rules stand too (the line a stop from standing assumes),
+            # through a flicker of the light head.
+            line = assumed_stop_line_m(0.0, view.friction, self.config.view)
             view = replace(view, lights=((line, TrafficLightState.Red),))
         return view
 

@@ -163,6 +163,12 @@ class PerceptionOutputs:
         z = np.exp(light - np.max(light))
         return cls(_sigmoid(bev), z / z.sum(), _sigmoid(flags))
 
+    def light_prob(self, name: str) -> float:
+        """Probability of the light state `name` (one of LIGHT_STATES)."""
+        if name not in LIGHT_STATES:
+            raise ValueError(f"unknown light state {name!r}; valid: {LIGHT_STATES}")
+        return float(self.light[LIGHT_STATES.index(name)])
+
     def flag(self, name: str) -> float:
         """Probability of the flag `name` (one of FLAGS)."""
         if name not in FLAGS:
@@ -246,6 +252,15 @@ def cell_obstacles(
         sizes[:, 1] = hi - lo
     ids = np.ravel_multi_index((cls, row, col), occupancy.shape).astype(np.int64)
     return centres, sizes, tuple(grid.bev_classes[int(c)] for c in cls), ids
+
+
+def assumed_stop_line_m(speed_mps: float, friction: float, config: PerceptionViewConfig) -> float:
+    """[m] along the route from the ego's centre to where a perceived light's stop line is
+    assumed (the module docstring): just beyond a stop from `speed_mps` at
+    `light_decel_mps2`, scaled by `friction` as the rules scale their braking."""
+    grip = max(friction / DRY_FRICTION, 0.3)
+    stop_m = max(speed_mps, 0.0) ** 2 / (2.0 * config.light_decel_mps2 * grip)
+    return config.ego_length_m / 2 + stop_m + config.light_margin_m
 
 
 def perceived_light(
@@ -338,9 +353,7 @@ def view_from_perception(
     lights: tuple[tuple[float, TrafficLightState], ...] = ()
     state = perceived_light(perception.light, config.light_threshold)
     if state is not None:
-        grip = max(friction / DRY_FRICTION, 0.3)  # as the rules scale their braking
-        stop_m = max(speed_mps, 0.0) ** 2 / (2.0 * config.light_decel_mps2 * grip)
-        lights = ((config.ego_length_m / 2 + stop_m + config.light_margin_m, state),)
+        lights = ((assumed_stop_line_m(speed_mps, friction, config), state),)
 
     return ObstacleView(
         speed_mps=float(speed_mps),

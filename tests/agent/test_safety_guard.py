@@ -432,6 +432,13 @@ def test_the_intent_does_not_swerve_for_a_vehicle_reached_too_soon(guard) -> Non
     assert decision.reasons == (ReasonCode.TTC,) and decision.fallback == "rules"
 
 
+def test_light_probabilities_are_read_by_state_name() -> None:
+    assert perception(light="red").light_prob("red") == pytest.approx(0.97)
+    assert perception(light="red").light_prob("green") == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="unknown light state 'blue'"):
+        perception().light_prob("blue")
+
+
 def test_intent_probabilities_are_shape_checked() -> None:
     with pytest.raises(ValueError, match="PerceptionOutputs.intent"):
         dataclasses.replace(perception(), intent=np.ones(3))
@@ -547,8 +554,7 @@ def test_once_stopped_at_a_red_light_the_car_stays_until_it_turns() -> None:
     )
     # A red the head is unsure of (0.55: it sits near 0.5 on lights it cannot make out)
     # starts no hold; the range check alone applies.
-    unsure = perception(light="red")
-    unsure.light[:] = [0.3, 0.55, 0.05, 0.1]
+    unsure = dataclasses.replace(perception(), light=np.array([0.3, 0.55, 0.05, 0.1]))
     assert guard.check(inputs(creep, speed=0.0, percept=unsure, time_s=25.0)).reason == (
         ReasonCode.ACCEPTED
     )

@@ -158,6 +158,7 @@ from agent.model.config import PerceptionConfig
 from agent.rules import ObstacleView, RulePlanner, RulesConfig
 from agent.rules.planner import DRY_FRICTION
 from agent.rules.planner import DT_S as RULES_DT_S
+from agent.safety.blockage_memory import BlockageMemory
 from agent.safety.contacts import Contact, swept_contacts
 from agent.safety.decision import (
     Fallback,
@@ -208,6 +209,9 @@ HAZARD_FLAGS = (
     "red_light",
     "obstacle",
 )
+# Flags that say something stands in the lane ahead: no plain creep along the planner's
+# own path while one is raised (`GuardConfig.flagged_plain_creep`).
+STATIC_HAZARD_FLAGS = ("construction", "lane_closed", "obstacle")
 # Failed checks that leave the planner's path trusted (the fallback follows it).
 PATH_ROUTE_REASONS = frozenset({ReasonCode.PATH_BLOCKED, ReasonCode.TTC, ReasonCode.RED_LIGHT})
 
@@ -255,6 +259,11 @@ class GuardConfig(BaseModel):
     creep_min_plan_m: float = Field(1.0, ge=0.0)  # [m] the planner must want to move this far
     side_creep: bool = True  # a creep takes a candidate that leaves the blocked lane first
     # (see `_side_creep`)
+    flagged_plain_creep: bool = False  # the plain creep (the planner's own path) may run
+    # while a static-hazard flag (construction, lane closed, obstacle) is raised; off: only
+    # a side creep moves the car then (see the docstring)
+    blockage_memory_s: float = Field(1.0, ge=0.0)  # [s] a static obstacle that blocked the
+    # plan still counts this long after it was last perceived (`blockage_memory`; 0: off)
     side_creep_min_shift_m: float = Field(0.75, gt=0.0)  # [m] its last crawl pose this far
     # to one side of the chosen plan's crawl
     unstick_after_s: float = Field(10.0, gt=0.0)  # [s] the planner's own stand before the
@@ -390,8 +399,10 @@ class SafetyGuard:
         self._red_hold_since_s: float | None = None  # [s] stopped at a red: plans must stand
         self._red_seen_s = -math.inf  # [s] a red / yellow light was last perceived confidently
         self._red_hold_spent = False  # a hold ran out: none again until that red fades
+        self._memory = BlockageMemory(self.config.blockage_memory_s)
 
     def reset(self) -> None:
+        self._memory.reset()
         self._red_hold_since_s = None
         self._red_seen_s = -math.inf
         self._red_hold_spent = False
@@ -429,6 +440,7 @@ class SafetyGuard:
         if self._start_time_s is None:
             self._start_time_s = inputs.time_s
         self._update_red_hold(inputs)
+        self._memory.advance(inputs.time_s, inputs.speed_mps)
 
         view = self.perceived_view(inputs, inputs.route_xy)
         self.last_view = view
@@ -567,7 +579,14 @@ class SafetyGuard:
             self._held_since_s = None
         crawl = self._crawl(inputs.trajectory, inputs.speed_mps)
         side = self._side_creep(inputs, view, crawl) if cfg.side_creep else None
-        return side if side is not None else (crawl, "")
+        if side is not None:
+            return side
+        flagged = any(
+            inputs.perception.flag(f) >= cfg.view.flag_threshold for f in STATIC_HAZARD_FLAGS
+        )
+        if flagged and not cfg.flagged_plain_creep:
+            return None  # the flags say what the grid holds us behind is there: stand
+        return crawl, ""
 
     def _crawl(self, trajectory: np.ndarray, speed_mps: float) -> np.ndarray:
         """`trajectory`'s path at creep speed (time reparameterisation)."""
@@ -702,7 +721,9 @@ class SafetyGuard:
             failed[ReasonCode.LOW_CONFIDENCE] = (
                 f"confidence {inputs.confidence:.3f} < {cfg.confidence_threshold:.3f}"
             )
-        failed.update(self.trajectory_failures(inputs.trajectory, inputs, view))
+        plan_failed, blocking = self._trajectory_checks(inputs.trajectory, inputs, view)
+        self._memory.remember(view, blocking, inputs.time_s)
+        failed.update(plan_failed)
         return failed
 
     def trajectory_failures(
@@ -711,6 +732,12 @@ class SafetyGuard:
         """The checks on a trajectory itself: static obstacles / pedestrians on it within the
         hand-over distance (PATH_BLOCKED), anything reached sooner than the TTC threshold
         (TTC), a perceived red light it does not stop for (RED_LIGHT)."""
+        return self._trajectory_checks(trajectory, inputs, view)[0]
+
+    def _trajectory_checks(
+        self, trajectory: np.ndarray, inputs: GuardInputs, view: ObstacleView
+    ) -> tuple[dict[ReasonCode, str], list[Contact]]:
+        """`trajectory_failures` and the contacts that made it PATH_BLOCKED."""
         cfg = self.config
         failed: dict[ReasonCode, str] = {}
         contacts = self._contacts(trajectory, view)
@@ -737,7 +764,7 @@ class SafetyGuard:
             failed[ReasonCode.RED_LIGHT] = (
                 f"red light, plan does not stop within {cfg.light_range_m:.0f} m"
             )
-        return failed
+        return failed, blocking
 
     def _update_red_hold(self, inputs: GuardInputs) -> None:
         """Once per tick: start holding when the ego stands (below `stop_speed_mps`) with red
@@ -770,8 +797,10 @@ class SafetyGuard:
             self._red_hold_since_s = now
 
     def perceived_view(self, inputs: GuardInputs, route_xy: np.ndarray) -> ObstacleView:
-        view = view_from_perception(
-            inputs.perception, inputs.speed_mps, route_xy, self.config.view, self.grid
+        view = self._memory.apply(
+            view_from_perception(
+                inputs.perception, inputs.speed_mps, route_xy, self.config.view, self.grid
+            )
         )
         if self._red_hold_since_s is not None:
             # Held at a red: the rules stand too (the line a stop from standing assumes),

@@ -463,7 +463,9 @@ def test_only_geometric_failures_look_for_another_mode(guard) -> None:
         with_modes(straight(8.0), [(around, 0.2)], speed=8.0, percept=perception(BLOCKED_AHEAD))
     )
     assert off.reason == ReasonCode.PATH_BLOCKED and off.fallback == "rules"
-    # A clear road: the chosen plan, whatever the others are.
+    # A clear road (another scene: the blocked one is forgotten): the chosen plan,
+    # whatever the others are.
+    guard.reset()
     clear = guard.check(with_modes(straight(8.0), [(around, 0.2)], speed=8.0))
     assert clear.reason == ReasonCode.ACCEPTED
     assert np.array_equal(clear.trajectory, straight(8.0))
@@ -1186,3 +1188,89 @@ def test_the_crawl_ends_when_the_planner_drives_on_and_can_be_switched_off() -> 
     assert going.reason == ReasonCode.ACCEPTED
     off = SafetyGuard(GuardConfig(raise_errors=True, unstick=False))
     assert all(d.reason == ReasonCode.ACCEPTED for _, d in stand_for(off, cfg.unstick_after_s * 2))
+
+
+def test_a_blocking_static_obstacle_that_flickers_out_still_blocks_for_the_memory() -> None:
+    """Creeping up to a construction zone, the BEV head loses the box for a tick or two:
+    the guard keeps it (moved with the ego) for blockage_memory_s after it was last seen,
+    then forgets it. Without the memory a flicker lets the creep plan through."""
+    creep = straight(1.0)  # a 4 m creep towards the box at 5..7 m
+    seen, gone = perception([("static", 6.0, 0.0)]), perception()
+    guard = SafetyGuard(GuardConfig(raise_errors=True))
+    memory_s = guard.config.blockage_memory_s
+    assert guard.check(inputs(creep, speed=0.2, percept=seen, time_s=0.0)).reason == (
+        ReasonCode.PATH_BLOCKED
+    )
+    flicker = guard.check(inputs(creep, speed=0.2, percept=gone, time_s=0.05))
+    assert flicker.reason == ReasonCode.PATH_BLOCKED and flicker.fallback == "rules"
+    # The remembered box moved back by what the ego drove: 0.2 m/s x 0.05 s.
+    remembered = guard.last_view.obstacle_xy[list(guard.last_view.obstacle_id).index(-1)]
+    assert remembered[0] == pytest.approx(6.0 - 0.01, abs=1e-9)
+    # Seen again: refreshed (one box, not two); then gone for longer than the memory.
+    guard.check(inputs(creep, speed=0.0, percept=seen, time_s=0.5))
+    assert len(guard._memory) == 1
+    held = guard.check(inputs(creep, speed=0.0, percept=gone, time_s=0.5 + memory_s - 0.05))
+    assert held.reason == ReasonCode.PATH_BLOCKED
+    free = guard.check(inputs(creep, speed=0.0, percept=gone, time_s=0.5 + memory_s + 0.05))
+    assert free.reason == ReasonCode.ACCEPTED and np.array_equal(free.trajectory, creep)
+    # Without the memory the first flicker already lets the creep through.
+    off = SafetyGuard(GuardConfig(raise_errors=True, blockage_memory_s=0.0))
+    off.check(inputs(creep, speed=0.2, percept=seen, time_s=0.0))
+    assert off.check(inputs(creep, speed=0.2, percept=gone, time_s=0.05)).reason == (
+        ReasonCode.ACCEPTED
+    )
+
+
+def test_a_remembered_box_expires_even_while_it_blocks_and_pedestrians_are_not_kept() -> None:
+    """Only a new sighting refreshes a remembered box (it must not keep itself alive), and
+    a pedestrian walks on: a flicker of one is the next tick's business."""
+    creep = straight(1.0)
+    guard = SafetyGuard(GuardConfig(raise_errors=True))
+    memory_s = guard.config.blockage_memory_s
+    guard.check(inputs(creep, speed=0.0, percept=perception([("static", 6.0, 0.0)]), time_s=0.0))
+    t, reasons = 0.05, []
+    while t < memory_s + 0.3:
+        reasons.append((t, guard.check(inputs(creep, speed=0.0, time_s=t)).reason))
+        t += 0.05
+    assert all(r == ReasonCode.PATH_BLOCKED for tt, r in reasons if tt <= memory_s - 1e-6)
+    assert reasons[-1][1] == ReasonCode.ACCEPTED
+    walker = SafetyGuard(GuardConfig(raise_errors=True))
+    first = walker.check(
+        inputs(creep, speed=0.0, percept=perception([("pedestrian", 6.0, 0.0)]), time_s=0.0)
+    )
+    assert first.reason == ReasonCode.PATH_BLOCKED
+    assert walker.check(inputs(creep, speed=0.0, time_s=0.05)).reason == ReasonCode.ACCEPTED
+
+
+@pytest.mark.parametrize("flag", ["construction", "lane_closed", "obstacle"])
+def test_no_plain_creep_into_what_a_static_hazard_flag_confirms(flag) -> None:
+    """Held behind a box with a construction / lane-closed / obstacle flag raised, the creep
+    may still leave the lane (side creep) but never crawls the planner's path into the box;
+    `flagged_plain_creep: true` restores the old crawl."""
+    walled = BOX_RIGHT_AHEAD + BOX_LEFT_AHEAD  # no side is clear: the plain creep's case
+    percept = perception(walled, flags=(flag,))
+
+    def make(t: float) -> GuardInputs:
+        return with_modes(
+            straight(4.0), [(swerve(6.0, 4.0), 0.2)], speed=0.0, percept=percept, time_s=t
+        )
+
+    guard = SafetyGuard(GuardConfig(raise_errors=True))
+    stood = [d for t, d in hold_then_creep(guard, make, extra_s=2.0)]
+    assert all(d.reason == ReasonCode.PATH_BLOCKED and d.fallback == "rules" for d in stood)
+    assert all(np.abs(d.trajectory).max() < 1e-6 for d in stood[-20:])  # standing
+    old = SafetyGuard(GuardConfig(raise_errors=True, flagged_plain_creep=True))
+    crept = hold_then_creep(old, make, extra_s=2.0)[-1][1]
+    assert crept.reason == ReasonCode.CREEP and "side creep" not in crept.detail
+    # A side that is clear is still crawled with the flag raised.
+    side = hold_then_creep(
+        SafetyGuard(GuardConfig(raise_errors=True)),
+        lambda t: with_modes(
+            straight(4.0),
+            [(swerve(6.0, 4.0), 0.01)],
+            speed=0.0,
+            percept=perception(BOX_RIGHT_AHEAD, flags=(flag,)),
+            time_s=t,
+        ),
+    )[-1][1]
+    assert side.reason == ReasonCode.CREEP and "side creep left" in side.detail

@@ -40,10 +40,19 @@ class Contact:
 
 
 def swept_contacts(
-    trajectory: np.ndarray, dt_s: float, view: ObstacleView, margin_m: float
+    trajectory: np.ndarray,
+    dt_s: float,
+    view: ObstacleView,
+    margin_m: float,
+    standoff_m: float = 0.0,
+    standoff_kinds: tuple[str, ...] = (),
 ) -> list[Contact]:
     """Contacts of the plan (T, 2) [m] (pose k at (k + 1) * dt_s) with the view's
-    obstacles, ordered by time. `margin_m` [m] widens the ego box on each side."""
+    obstacles, ordered by time. `margin_m` [m] widens the ego box on each side;
+    `standoff_m` [m] lengthens it ahead of the front bumper at the path's end, for the
+    obstacles of `standoff_kinds` only (a plan that stops closer than that to one of them
+    touches it; its contact time is then inf when the bumper itself never gets there). A
+    plan that stands has no standoff: it keeps whatever distance it has."""
     n = len(view.obstacle_kind)
     if n == 0:
         return []
@@ -54,6 +63,7 @@ def swept_contacts(
         s = np.array([0.0, PATH_STEP_M])
         path = np.array([[0.0, 0.0], [PATH_STEP_M, 0.0]])
         total = 0.0
+        standoff_m = 0.0  # a plan that stands keeps whatever distance it has
     else:
         step = max(PATH_STEP_M, total / MAX_PATH_SAMPLES)
         # The samples end exactly at the path's end. A sample that float noise puts a hair
@@ -68,9 +78,14 @@ def swept_contacts(
     along, lateral = _RULES_GEOMETRY.project(path, s, points.reshape(-1, 2))
     along, lateral = along.reshape(n, -1), lateral.reshape(n, -1)
     half_length, half_width = view.ego_size[0] / 2, view.ego_size[1] / 2
-    inside = (
-        (along >= 0.0) & (along <= total + half_length) & (np.abs(lateral) <= half_width + margin_m)
+    reach = (
+        total
+        + half_length
+        + np.array(  # (n, 1) how far ahead the swept box reaches
+            [[standoff_m if k in standoff_kinds else 0.0] for k in view.obstacle_kind]
+        )
     )
+    inside = (along >= 0.0) & (along <= reach) & (np.abs(lateral) <= half_width + margin_m)
     contacts = []
     for i in np.nonzero(inside.any(axis=1))[0]:
         near = float(along[i][inside[i]].min())

@@ -262,6 +262,9 @@ class GuardConfig(BaseModel):
     flagged_plain_creep: bool = False  # the plain creep (the planner's own path) may run
     # while a static-hazard flag (construction, lane closed, obstacle) is raised; off: only
     # a side creep moves the car then (see the docstring)
+    static_standoff_m: float = Field(1.0, ge=0.0)  # [m] a plan must stop this far short of
+    # a static box or pedestrian (the object may lie anywhere in its 4 m cell: the box is
+    # its middle half, so up to 1 m nearer; see the docstring)
     blockage_memory_s: float = Field(1.0, ge=0.0)  # [s] a static obstacle that blocked the
     # plan still counts this long after it was last perceived (`blockage_memory`; 0: off)
     side_creep_min_shift_m: float = Field(0.75, gt=0.0)  # [m] its last crawl pose this far
@@ -863,7 +866,14 @@ class SafetyGuard:
         the next lane) or a contact already happening. Counting them held the car still
         for the rest of the route on every construction route of the eval suite."""
         cfg = self.config
-        contacts = swept_contacts(trajectory, cfg.dt_s, view, cfg.footprint_margin_m)
+        contacts = swept_contacts(
+            trajectory,
+            cfg.dt_s,
+            view,
+            cfg.footprint_margin_m,
+            cfg.static_standoff_m,
+            BLOCKING_KINDS,
+        )
         front_m = view.ego_size[0] / 2
         return [c for c in contacts if c.ahead_m > front_m]
 

@@ -1274,3 +1274,34 @@ def test_no_plain_creep_into_what_a_static_hazard_flag_confirms(flag) -> None:
         ),
     )[-1][1]
     assert side.reason == ReasonCode.CREEP and "side creep left" in side.detail
+
+
+def test_a_plan_must_stop_the_standoff_short_of_a_static_box() -> None:
+    """The box is the middle half of its 4 m cell, so the object may be up to 1 m nearer:
+    a plan whose bumper ends 0.5 m short of the box (5..7 m) is blocked, one ending 1.5 m
+    short is not, and standing right behind it is no contact at all."""
+    percept = perception([("static", 6.0, 0.0)])
+    front = HALF_LENGTH
+
+    def plan_to(bumper_x: float) -> np.ndarray:
+        return np.stack([np.linspace(0.1, bumper_x - front, T), np.zeros(T)], axis=1)
+
+    guard = SafetyGuard(GuardConfig(raise_errors=True, blockage_memory_s=0.0))
+    assert guard.config.static_standoff_m == 1.0
+    short = guard.check(inputs(plan_to(4.5), speed=0.0, percept=percept))
+    assert short.reason == ReasonCode.PATH_BLOCKED
+    assert guard.check(inputs(plan_to(3.5), speed=0.0, percept=percept)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    tight = SafetyGuard(GuardConfig(raise_errors=True, static_standoff_m=0.0))
+    assert tight.check(inputs(plan_to(4.5), speed=0.0, percept=percept)).reason == (
+        ReasonCode.ACCEPTED
+    )
+    # Standing within the standoff (2.55 m behind the box, standoff 3 m): a plan that
+    # stands is no contact; one that creeps 0.5 m is.
+    wide = SafetyGuard(GuardConfig(raise_errors=True, static_standoff_m=3.0))
+    still = wide.check(inputs(np.zeros((T, 2)), speed=0.0, percept=percept))
+    assert still.reason == ReasonCode.ACCEPTED
+    assert wide.check(inputs(plan_to(front + 0.5), speed=0.0, percept=percept)).reason == (
+        ReasonCode.PATH_BLOCKED
+    )

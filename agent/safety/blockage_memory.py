@@ -19,9 +19,10 @@ the car stood at the first contact.
 
 What is remembered: a static obstacle of the view that a check found on the chosen plan
 within the hand-over distance (`SafetyGuard.trajectory_failures`' PATH_BLOCKED), as the box
-the view gave it, ego frame. Ego motion: the ego is taken to move straight ahead at its
-speedometer speed between ticks (no yaw rate is measured; over `memory_s` at the low
-speeds where flicker matters the error is centimetres). An entry is refreshed when a
+the view gave it, ego frame. Ego motion: between ticks the ego drives its speedometer
+speed x dt along the trajectory the guard handed the tracker on the last tick and turns to
+its heading there (no yaw rate is measured; the tracker follows that trajectory closely at
+the low speeds where this matters). An entry is refreshed when a
 blocking obstacle is seen again within `MERGE_M` of it and forgotten `memory_s` after it
 was last seen, so a false detection holds the car no longer than that. Pedestrians walk
 and are not remembered.
@@ -68,15 +69,31 @@ class BlockageMemory:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def advance(self, time_s: float, speed_mps: float) -> None:
-        """Move the remembered boxes back by the distance driven since the last tick and
-        forget the ones not seen for `memory_s`."""
-        if self._time_s is not None and math.isfinite(speed_mps):
+    def advance(
+        self,
+        time_s: float,
+        speed_mps: float,
+        path: np.ndarray | None = None,
+        keep_s: float | None = None,
+    ) -> None:
+        """Move the remembered boxes by the ego's motion since the last tick and forget the
+        ones not seen for `keep_s` (default `memory_s`).
+
+        The ego drove speed x dt along `path` ((T, 2) ego frame of the last tick: what the
+        guard handed the tracker then), turning to the path's heading there; without a path
+        (or with a standing one), straight ahead."""
+        if self._time_s is not None and math.isfinite(speed_mps) and self._entries:
             driven = max(speed_mps, 0.0) * max(time_s - self._time_s, 0.0)
-            for entry in self._entries:
-                entry.xy = entry.xy - np.array([driven, 0.0])
+            if driven > 0.0:
+                offset, heading = _pose_along(path, driven)
+                c, s = math.cos(heading), math.sin(heading)
+                to_new = np.array([[c, s], [-s, c]])  # rotates by -heading
+                for entry in self._entries:
+                    entry.xy = to_new @ (entry.xy - offset)
+                    entry.yaw -= heading
         self._time_s = time_s
-        self._entries = [e for e in self._entries if time_s - e.seen_s <= self.memory_s]
+        keep = self.memory_s if keep_s is None else keep_s
+        self._entries = [e for e in self._entries if time_s - e.seen_s <= keep]
 
     def remember(self, view: ObstacleView, blocking: list[Contact], time_s: float) -> None:
         """Keep the static obstacles among `blocking` (contacts of the chosen plan with
@@ -121,6 +138,23 @@ class BlockageMemory:
             obstacle_id=np.concatenate([view.obstacle_id, np.full(n, REMEMBERED_ID)]),
             obstacle_scenario=np.concatenate([view.obstacle_scenario, np.zeros(n, bool)]),
         )
+
+
+def _pose_along(path: np.ndarray | None, distance_m: float) -> tuple[np.ndarray, float]:
+    """(position (2,), heading [rad]) `distance_m` along origin -> `path` (ego frame),
+    straight on past its end; straight ahead when there is no usable path."""
+    if path is None or not np.isfinite(path).all():
+        return np.array([distance_m, 0.0]), 0.0
+    points = np.concatenate([np.zeros((1, 2)), np.asarray(path, dtype=np.float64)])
+    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
+    keep = steps > 1e-6
+    if not keep.any():
+        return np.array([distance_m, 0.0]), 0.0
+    points = np.concatenate([points[:1], points[1:][keep]])
+    along = np.concatenate([[0.0], np.cumsum(steps[keep])])
+    k = min(int(np.searchsorted(along, distance_m, side="right")) - 1, len(along) - 2)
+    direction = (points[k + 1] - points[k]) / (along[k + 1] - along[k])
+    return points[k] + direction * (distance_m - along[k]), math.atan2(direction[1], direction[0])
 
 
 __all__ = ["MERGE_M", "REMEMBERED_ID", "BlockageMemory"]

@@ -33,7 +33,8 @@ from agent.safety import (
     route_from_targets,
     view_from_perception,
 )
-from agent.safety.contacts import swept_contacts
+from agent.safety.blockage_memory import BlockageMemory
+from agent.safety.contacts import Contact, swept_contacts
 from agent.safety.trajectory import arc_lengths, segment_speeds, stops_within
 from sim.ground_truth import TrafficLightState
 
@@ -1305,3 +1306,60 @@ def test_a_plan_must_stop_the_standoff_short_of_a_static_box() -> None:
     assert wide.check(inputs(plan_to(front + 0.5), speed=0.0, percept=percept)).reason == (
         ReasonCode.PATH_BLOCKED
     )
+
+
+def test_remembered_boxes_move_with_the_ego_along_the_path_it_was_handed() -> None:
+    """Odometry: the ego drives speed x dt along last tick's trajectory and turns to its
+    heading there, so a box kept while the car moves over to the left stays where it is on
+    the road, not where it was relative to the car."""
+    memory = BlockageMemory(memory_s=5.0)
+    blocking_view = SafetyGuard().perceived_view(
+        inputs(straight(1.0), speed=0.0, percept=perception([("static", 6.0, 0.0)])),
+        np.array([[0.0, 0.0], [60.0, 0.0]]),
+    )
+    box = int(np.argmax([k == "static" for k in blocking_view.obstacle_kind]))
+    memory.advance(0.0, 0.0)
+    memory.remember(blocking_view, [Contact(box, "static", 1.0, 5.0)], 0.0)
+    start = blocking_view.obstacle_xy[box].copy()
+    # A quarter circle of radius 10 m to the left, all of it (10 * pi / 2 m) in 1 s.
+    angles = np.linspace(0.0, np.pi / 2, 200)[1:]
+    arc = np.stack([10.0 * np.sin(angles), 10.0 * (1.0 - np.cos(angles))], axis=1)
+    memory.advance(1.0, 10.0 * np.pi / 2, path=arc)
+    moved = memory.apply(dataclasses.replace(blocking_view, **_no_obstacles(blocking_view)))
+    # The ego now stands at (10, 10) of the old frame facing +y: the old (x, y) is at
+    # (y - 10, 10 - x) in the new one.
+    expected = np.array([start[1] - 10.0, 10.0 - start[0]])
+    assert moved.obstacle_xy[0] == pytest.approx(expected, abs=0.05)
+    assert moved.obstacle_yaw[0] == pytest.approx(-np.pi / 2, abs=0.02)
+    # Straight on without a path; forgotten after memory_s unless keep_s says longer.
+    memory.advance(1.5, 2.0)
+    again = memory.apply(dataclasses.replace(blocking_view, **_no_obstacles(blocking_view)))
+    assert again.obstacle_xy[0] == pytest.approx(expected - [1.0, 0.0], abs=0.05)
+    memory.advance(5.9, 0.0, keep_s=10.0)
+    assert len(memory) == 1
+    memory.advance(6.0, 0.0)
+    assert len(memory) == 0
+
+
+def _no_obstacles(view) -> dict:
+    return dict(
+        obstacle_xy=np.zeros((0, 2)),
+        obstacle_yaw=np.zeros(0),
+        obstacle_velocity=np.zeros((0, 2)),
+        obstacle_size=np.zeros((0, 2)),
+        obstacle_kind=(),
+        obstacle_id=np.zeros(0, int),
+        obstacle_scenario=np.zeros(0, bool),
+    )
+
+
+def test_with_a_static_hazard_flag_the_blockage_is_kept_longer_when_configured() -> None:
+    creep = straight(1.0)
+    flags = ("lane_closed",)
+    guard = SafetyGuard(GuardConfig(raise_errors=True, blockage_flag_memory_s=10.0))
+    seen = perception([("static", 6.0, 0.0)], flags=flags)
+    guard.check(inputs(creep, speed=0.0, percept=seen, time_s=0.0))
+    flagged = guard.check(inputs(creep, speed=0.0, percept=perception(flags=flags), time_s=5.0))
+    assert flagged.reason == ReasonCode.PATH_BLOCKED
+    unflagged = guard.check(inputs(creep, speed=0.0, percept=perception(), time_s=5.05))
+    assert unflagged.reason == ReasonCode.ACCEPTED  # the flag is down: 1 s memory again

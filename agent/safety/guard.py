@@ -90,9 +90,11 @@ Policies, and why:
   the plan counts for `blockage_memory_s` (1 s) after it was last perceived, and the plain
   creep does not crawl the planner's path into what a static-hazard flag confirms (the
   side creep still may). Measured (suite_quick, seeds 0-2, 42 routes, same machine):
-  Driving Score 41.65 -> 43.34 (33.18 / 44.76 / 47.01 -> 37.24 / 47.61 / 45.18; paired
-  +1.7 +- 1.5 SE), collisions 74 -> 58 (layout 44 -> 37, vehicle 27 -> 20, pedestrian
-  3 -> 1), route timeouts 5 -> 6. The layout collisions left are perception: in fog and
+  Driving Score 41.65 -> 43.66 (33.18 / 44.76 / 47.01 -> 40.20 / 45.54 / 45.24; paired
+  +2.0 +- 1.7 SE), collisions 74 -> 59 (layout 44 -> 42, vehicle 27 -> 15, pedestrian
+  3 -> 2), route timeouts 5 -> 8. A first version that moved the boxes straight ahead
+  instead of along the last trajectory scored 43.34 (collisions 58, timeouts 6): the same
+  within the noise (paired 0.3 +- 1.3). The layout collisions left are perception: in fog and
   glare the board is in neither the grid nor the flags until the car is 10 m from it at
   11-13 m/s, and the car then passes through a zone the head does not show at all. On the
   demo suite (4 routes) 74.94 -> 66.88, all of it red_light_runner_rain_night (97.0 ->
@@ -101,7 +103,8 @@ Policies, and why:
   plans (the "inertia" below; the unstick waits while the night's false construction flags
   are up). Keeping the boxes for 20 s while a static-hazard flag is raised
   (`blockage_flag_memory_s: 20`) cut collisions further (58 -> 50) but timed out more
-  routes (6 -> 10): DS 42.74, paired -0.6 +- 1.2 against the 1 s memory; off by default.
+  routes (6 -> 10): DS 42.74, paired -0.6 +- 1.2 against the straight-ahead 1 s memory;
+  off by default.
 - The fallback follows the planner's path (`SafetyGuard.fallback_route`) when the
   planner failed only geometric checks: it chose where to go, the guard corrects when to
   stop. The navigation's route is a chord between target points and, with no lanes in the

@@ -78,13 +78,9 @@ def swept_contacts(
     along, lateral = _RULES_GEOMETRY.project(path, s, points.reshape(-1, 2))
     along, lateral = along.reshape(n, -1), lateral.reshape(n, -1)
     half_length, half_width = view.ego_size[0] / 2, view.ego_size[1] / 2
-    reach = (
-        total
-        + half_length
-        + np.array(  # (n, 1) how far ahead the swept box reaches
-            [[standoff_m if k in standoff_kinds else 0.0] for k in view.obstacle_kind]
-        )
-    )
+    reach = np.full((n, 1), total + half_length)  # how far ahead the swept box reaches
+    if standoff_m > 0.0 and standoff_kinds:
+        reach[np.isin(view.obstacle_kind, standoff_kinds)] += standoff_m
     inside = (along >= 0.0) & (along <= reach) & (np.abs(lateral) <= half_width + margin_m)
     contacts = []
     for i in np.nonzero(inside.any(axis=1))[0]:

@@ -481,7 +481,7 @@ class SafetyGuard:
         self._update_red_hold(inputs)
         cfg = self.config
         keep_s = cfg.blockage_memory_s
-        if self._static_hazard(inputs):
+        if self._flag_raised(inputs, STATIC_HAZARD_FLAGS):
             keep_s = max(keep_s, cfg.blockage_flag_memory_s)
         self._memory.advance(inputs.time_s, inputs.speed_mps, self._last_trajectory, keep_s)
 
@@ -624,14 +624,14 @@ class SafetyGuard:
         side = self._side_creep(inputs, view, crawl) if cfg.side_creep else None
         if side is not None:
             return side
-        if self._static_hazard(inputs) and not cfg.flagged_plain_creep:
+        if self._flag_raised(inputs, STATIC_HAZARD_FLAGS) and not cfg.flagged_plain_creep:
             return None  # the flags say what the grid holds us behind is there: stand
         return crawl, ""
 
-    def _static_hazard(self, inputs: GuardInputs) -> bool:
-        """A flag says something stands in the lane ahead (`STATIC_HAZARD_FLAGS`)."""
+    def _flag_raised(self, inputs: GuardInputs, flags: tuple[str, ...]) -> bool:
+        """Any of `flags` at the view's flag threshold or above."""
         threshold = self.config.view.flag_threshold
-        return any(inputs.perception.flag(f) >= threshold for f in STATIC_HAZARD_FLAGS)
+        return any(inputs.perception.flag(f) >= threshold for f in flags)
 
     def _crawl(self, trajectory: np.ndarray, speed_mps: float) -> np.ndarray:
         """`trajectory`'s path at creep speed (time reparameterisation)."""
@@ -690,7 +690,7 @@ class SafetyGuard:
         cfg = self.config
         now = inputs.time_s
         light = perceived_light(inputs.perception.light, cfg.view.light_threshold)
-        hazard = any(inputs.perception.flag(f) >= cfg.view.flag_threshold for f in HAZARD_FLAGS)
+        hazard = self._flag_raised(inputs, HAZARD_FLAGS)
         stop_light = light in (TrafficLightState.Red, TrafficLightState.Yellow)
         if not cfg.unstick or failed or stop_light or hazard:
             self._stood_since_s = None

@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.model.config import ModelConfig
 from agent.model_agent import (
     DEFAULT_CHECKPOINT,
     ModelAgentConfig,
@@ -66,6 +67,7 @@ from agent.safety import (
     PerceptionOutputs,
     ReasonCode,
     SafetyGuard,
+    VLMHealth,
     VLMWatch,
     frame_digest,
     route_from_targets,
@@ -213,26 +215,8 @@ class VLMDriveAgent(AutonomousAgent):
         time_s: float,
         error: str | None,
     ) -> GuardDecision:
-        candidates: np.ndarray | None = None
-        candidate_probs: np.ndarray | None = None
-        if step is None:  # no camera, or the model raised: nothing finite to offer
-            trajectory = np.full((self.num_poses, 2), np.nan)
-            confidence = 0.0
-            cfg = self.driver.model.cfg
-            perception = PerceptionOutputs(
-                occupancy=np.zeros((len(cfg.perception.bev_classes), *cfg.perception.bev_shape)),
-                light=np.full(cfg.num_light_states, np.nan),
-                flags=np.full(cfg.num_flags, np.nan),
-            )
-            route = route_from_targets(np.array([10.0, 0.0]))
-        else:
-            trajectory, confidence = step.trajectory, step.confidence
-            candidates, candidate_probs = step.candidates, step.scores
-            perception = PerceptionOutputs(
-                step.bev_probs, step.light_probs, step.flag_probs, step.intent_probs, step.bev_span
-            )
-            route = route_from_targets(step.target_point, step.next_target_point)
         if self.guard is None:  # guard off: the planner drives (a broken plan still stops)
+            trajectory = np.full((self.num_poses, 2), np.nan) if step is None else step.trajectory
             if error is None and np.isfinite(trajectory).all():
                 return GuardDecision(
                     trajectory, ReasonCode.ACCEPTED, (ReasonCode.ACCEPTED,), "none"
@@ -242,24 +226,61 @@ class VLMDriveAgent(AutonomousAgent):
         runtime = self.driver.runtime
         vlm = None if runtime is None else self.vlm_watch.update(runtime.status())
         return self.guard.check(
-            GuardInputs(
-                trajectory=trajectory,
-                confidence=confidence,
-                speed_mps=speed,
-                perception=perception,
-                route_xy=route,
-                frame_digest=None if image is None else frame_digest(image),
-                time_s=time_s,
-                vlm=vlm,
-                model_error=error,
-                candidates=candidates,
-                candidate_probs=candidate_probs,
-            )
+            guard_inputs(step, image, speed, time_s, self.driver.model.cfg, error=error, vlm=vlm)
         )
 
     def destroy(self) -> None:
         if hasattr(self, "driver"):
             self.driver.close()
+
+
+def guard_inputs(
+    step: ModelStep | None,
+    image: np.ndarray | None,
+    speed: float,
+    time_s: float,
+    model_cfg: ModelConfig,
+    error: str | None = None,
+    vlm: VLMHealth | None = None,
+) -> GuardInputs:
+    """What the safety guard reads on one tick, from one model step (None: no camera, or
+    the model raised, so nothing finite to offer: a NaN plan and empty perception, which
+    the guard turns into a stop). The Leaderboard agent and the RL fine-tuning rollout
+    (`rl_finetune.guarded`, the guard in the training loop) both build it here."""
+    if step is None:
+        perception = PerceptionOutputs(
+            occupancy=np.zeros(
+                (len(model_cfg.perception.bev_classes), *model_cfg.perception.bev_shape)
+            ),
+            light=np.full(model_cfg.num_light_states, np.nan),
+            flags=np.full(model_cfg.num_flags, np.nan),
+        )
+        return GuardInputs(
+            trajectory=np.full((model_cfg.planner.num_poses, 2), np.nan),
+            confidence=0.0,
+            speed_mps=speed,
+            perception=perception,
+            route_xy=route_from_targets(np.array([10.0, 0.0])),
+            frame_digest=None if image is None else frame_digest(image),
+            time_s=time_s,
+            vlm=vlm,
+            model_error=error,
+        )
+    return GuardInputs(
+        trajectory=step.trajectory,
+        confidence=step.confidence,
+        speed_mps=speed,
+        perception=PerceptionOutputs(
+            step.bev_probs, step.light_probs, step.flag_probs, step.intent_probs, step.bev_span
+        ),
+        route_xy=route_from_targets(step.target_point, step.next_target_point),
+        frame_digest=None if image is None else frame_digest(image),
+        time_s=time_s,
+        vlm=vlm,
+        model_error=error,
+        candidates=step.candidates,
+        candidate_probs=step.scores,
+    )
 
 
 def _camera(input_data: dict) -> np.ndarray | None:

@@ -7,6 +7,8 @@ Unknown keys are errors that name the file, line and field (`load_finetune_confi
 - `ppo`: rollout length, GAE and the PPO update (rl_finetune/ppo.py);
 - `reward`: the weight of every reward term, and which infractions end an episode;
 - `shield`: the safety shield's thresholds (rl_finetune/shield.py), on during training;
+- `safety`: the Leaderboard agent's own safety guard in the loop (`enabled`, `guard`: as in
+  the agent config; rl_finetune/guarded.py), off by default;
 - `eval`: the held-out evaluation during and after training.
 
 Steps are *policy* steps: the policy acts at `POLICY_HZ` (10 Hz), each action applied for
@@ -29,13 +31,15 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from agent.leaderboard_agent import SafetyConfig
 from rl_finetune.shield import ShieldConfig
 from scenarios.loader import load_typed_yaml
 from sim.rewards import LEADERBOARD_PENALTY_FACTORS, REWARD_TERMS, RewardConfig
 
 POLICY_HZ = 10  # [Hz] the policy's action rate
 ACTION_REPEAT = 2  # simulator ticks (20 Hz) per policy step
-SHIELD_TERM = "shield_intervention"  # the one reward term the env does not compute
+SHIELD_TERM = "shield_intervention"  # reward terms the env does not compute: the shield's
+GUARD_TERM = "guard_intervention"  # and the agent's guard's (the trainer adds it)
 
 
 class _Strict(BaseModel):
@@ -107,6 +111,8 @@ class RewardWeights(_Strict):
     comfort: float = 0.0  # off: the residual's exploration noise would be penalised
     route_failure: float = 10.0  # x -1 when the route fails (deviation, blocked, timeout)
     shield_intervention: float = 0.1  # x -1 per policy step the shield overrides
+    guard_intervention: float = 0.1  # x -1 per policy step the agent's guard overrides
+    #   (`safety.enabled`; rl_finetune.guarded)
     # Infractions that end the episode (CaRL); the env itself ends only failed routes.
     terminate_on: tuple[str, ...] = (
         "collisions_pedestrian",
@@ -157,6 +163,9 @@ class FinetuneConfig(_Strict):
     ppo: PPOConfig = PPOConfig()
     reward: RewardWeights = RewardWeights()
     shield: ShieldConfig = ShieldConfig()
+    # The Leaderboard agent's own safety guard (its config's `safety` section) between the
+    # policy and the env, as deployed: off by default (rl_finetune/guarded.py).
+    safety: SafetyConfig = SafetyConfig(enabled=False)
     eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="after")

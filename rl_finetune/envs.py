@@ -22,7 +22,8 @@ training time what it sees at inference:
 - `image`: `uint8 (H, W, 3)` BGR, the front camera of `sim.sensors.default_sensor_suite`
   (the agent's own suite) with the alpha channel dropped;
 - `speed`: `float32 (1,)` [m/s], the speedometer;
-- `command`: `Discrete(7)` and `target_point`: `float32 (2,)` [m] ego frame (x forward,
+- `command`: `Discrete(7)`, `target_point` and `next_target_point` (the route point after
+  it, which the safety guard's route corridor reads): `float32 (2,)` [m] ego frame (x forward,
   y left), from `agent.navigation.RoutePlanner` fed with the simulator's global plan
   (`sim.global_plan()[0]`, what `set_global_plan` hands the agent) and, every step, the
   GNSS fix and the IMU compass;
@@ -149,6 +150,7 @@ class FinetuneEnv(gymnasium.Env):
             "speed": spaces.Box(-MAX_SPEED_MPS, MAX_SPEED_MPS, (1,), np.float32),
             "command": spaces.Discrete(NUM_COMMANDS),
             "target_point": spaces.Box(-MAX_TARGET_M, MAX_TARGET_M, (2,), np.float32),
+            "next_target_point": spaces.Box(-MAX_TARGET_M, MAX_TARGET_M, (2,), np.float32),
         }
         if image_history:
             obs["past_images"] = spaces.Box(0, 255, (image_history, height, width, 3), np.uint8)
@@ -286,11 +288,13 @@ class FinetuneEnv(gymnasium.Env):
         compass = float(np.asarray(raw[IMU_ID])[-1])
         nav = self._route.update(np.asarray(raw[GNSS_ID], dtype=np.float64), compass)
         target = np.clip(np.nan_to_num(nav.target_point), -MAX_TARGET_M, MAX_TARGET_M)
+        following = np.clip(np.nan_to_num(nav.next_target_point), -MAX_TARGET_M, MAX_TARGET_M)
         obs: dict[str, Any] = {
             "image": image,
             "speed": np.asarray(raw[SPEEDOMETER_ID], dtype=np.float32).reshape(1),
             "command": int(nav.command),
             "target_point": target.astype(np.float32),
+            "next_target_point": following.astype(np.float32),
         }
         if self.image_history:
             self._frames.append(image)

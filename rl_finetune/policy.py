@@ -200,6 +200,7 @@ class PolicyStep:
     mode_logits: torch.Tensor
     candidates: torch.Tensor
     noise: torch.Tensor
+    heads: dict[str, torch.Tensor] | None = None  # `act(perceive=True)`: DriveModel.heads
 
     def __post_init__(self) -> None:
         b, k, t = self.candidates.shape[:3]
@@ -269,6 +270,7 @@ class _Forward(NamedTuple):
     mode_logits: torch.Tensor  # (B, K)
     value: torch.Tensor  # (B,)
     tokens: torch.Tensor  # (B, L, d) encoder tokens
+    pooled: torch.Tensor  # (B, d) pooled encoder features
     reasoning: torch.Tensor  # (B, E) distilled embedding (detached)
 
 
@@ -446,7 +448,12 @@ class PlannerPolicy(nn.Module):
         if not self.cfg.train_candidates:
             candidates = candidates.detach()
         return _Forward(
-            candidates, scores / self.cfg.temperature, self._value(obs, pooled), tokens, reasoning
+            candidates,
+            scores / self.cfg.temperature,
+            self._value(obs, pooled),
+            tokens,
+            pooled,
+            reasoning,
         )
 
     def _value(self, obs: PolicyObs, pooled: torch.Tensor) -> torch.Tensor:
@@ -489,11 +496,14 @@ class PlannerPolicy(nn.Module):
         generator: torch.Generator | None = None,
         deterministic: bool = False,
         noise: torch.Tensor | None = None,
+        perceive: bool = False,
     ) -> PolicyStep:
         """One action per row (no gradients in the result). Draws, in order, from
         `generator` (CPU): the diffusion noise (unless given), then the mode and the
         residual (unless `deterministic`: the argmax mode and no residual — what the
-        Leaderboard agent does).
+        Leaderboard agent does). `perceive`: also the model's perception and distilled
+        reasoning heads on the same encoder output (`PolicyStep.heads`, logits), what the
+        agent's safety guard reads (`rl_finetune.guarded`).
 
         The planner runs with autograd enabled, as in `evaluate`: PyTorch's no-grad
         attention kernels round differently (~1e-5 m on the candidates, which 1 / std^2
@@ -519,6 +529,7 @@ class PlannerPolicy(nn.Module):
             rows = torch.arange(b, device=self.device)
             trajectory = f.candidates[rows, mode] + residual
             logp, _ = self._log_prob(f, mode, trajectory)
+            heads = self.model.heads(f.tokens, f.pooled) if perceive else None
         return PolicyStep(
             trajectory=trajectory,
             mode=mode,
@@ -528,6 +539,7 @@ class PlannerPolicy(nn.Module):
             mode_logits=f.mode_logits,
             candidates=f.candidates,
             noise=noise.to(self.device),
+            heads=heads,
         )
 
     def evaluate(

@@ -7,7 +7,9 @@ per step for all of them, a `RolloutBatch` of (T, E) arrays.
 `policy_fn(obs) -> dict`: `obs` holds the env's observation keys batched over the envs
 (E, ...) plus `first` (E,) bool, True where the observation is the first of an episode
 (for frame histories, e.g. `rl_finetune.policy.FrameHistory`). It returns at least
-`trajectory` (E, T, 2) float32 [m] ego frame, the action; every other entry (mode,
+`trajectory` (E, T, 2) float32 [m] ego frame, the action, and may return `driven`
+(E, T, 2), what the envs drive instead (a safety layer between policy and env, e.g.
+`rl_finetune.guarded`); every other entry (mode,
 residual, logp, value, noise...) is stored per step as given (numpy arrays or torch
 tensors with a leading E). This module does not depend on the policy's implementation.
 
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 PolicyFn = Callable[[dict[str, np.ndarray]], Mapping[str, Any]]
 EnvFn = Callable[[], gymnasium.Env]
 ACTION_KEY = "trajectory"
+DRIVEN_KEY = "driven"  # optional: what the envs drive instead of the action (a safety layer)
 FIRST_KEY = "first"
 DEFAULT_MAX_ENV_RESTARTS = 100  # per env: a scenario that always crashes is a bug, not bad luck
 DEFAULT_MAX_VECTOR_RESTARTS = 3  # in a row, without a successful step in between
@@ -463,7 +466,7 @@ class RolloutCollector:
                 if key not in outputs:
                     outputs[key] = np.zeros((T, *value.shape), value.dtype)
                 outputs[key][t] = value
-            actions = out[ACTION_KEY].astype(np.float32)
+            actions = out.get(DRIVEN_KEY, out[ACTION_KEY]).astype(np.float32)
             try:
                 next_obs, rew, term, trunc, infos = self._step(actions)
             except Exception as exc:  # a worker process died, hung or broke its pipe
@@ -587,11 +590,11 @@ class RolloutCollector:
                 f"got keys {sorted(raw)}"
             )
         out = {key: _to_numpy(value) for key, value in raw.items()}
-        if out[ACTION_KEY].shape != (envs, *action_shape):
-            raise ValueError(
-                f"policy_fn()[{ACTION_KEY!r}] must be {(envs, *action_shape)}, "
-                f"got {out[ACTION_KEY].shape}"
-            )
+        for key in (ACTION_KEY, DRIVEN_KEY):
+            if key in out and out[key].shape != (envs, *action_shape):
+                raise ValueError(
+                    f"policy_fn()[{key!r}] must be {(envs, *action_shape)}, got {out[key].shape}"
+                )
         for key, value in out.items():
             if value.shape[:1] != (envs,):
                 raise ValueError(

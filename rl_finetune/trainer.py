@@ -11,6 +11,9 @@ One iteration, top to bottom (`FinetuneTrainer.run`):
    `envs` envs each; this iteration's weights are broadcast first (`rollout_weights`: the
    DriveModel, value head and log-std, not the frozen reference). Either way the policy
    stores, per step, `trajectory` (the action), `mode`, `noise`, `logp` and `value`.
+   With `safety.enabled` the Leaderboard agent's safety guard sits between the policy and
+   the envs (`rl_finetune.guarded`): the envs drive its trajectory, and every step it
+   overrides the policy costs `reward.guard_intervention` (added to the rewards here).
 2. Advantages: `ppo.gae` over the (T, E) batch. Terminations bootstrap 0; truncations
    (time limit) bootstrap from the value of their final observation
    (`RolloutBatch.final_observations`); the rollout's end from `last_observations`.
@@ -28,7 +31,9 @@ One iteration, top to bottom (`FinetuneTrainer.run`):
    this process, updates included), `charts/rollout_SPS`, per finished episode
    `charts/episode_{return, driving_score, length}` and `charts/shield_interventions`,
    per iteration `charts/shield_intervention_rate` (per valid step),
-   `charts/shield_interventions_by_reason/<reason>` (shield.REASONS), `charts/env_crashes`
+   `charts/shield_interventions_by_reason/<reason>` (shield.REASONS); with the agent's
+   guard in the loop `charts/guard_intervention_rate` and
+   `charts/guard_interventions_by_reason/<reason>` (`guarded.GUARD_REASONS`); `charts/env_crashes`
    and `charts/dropped_workers` (cumulative), `charts/explained_variance`,
    `charts/residual_std_m`. A rich progress bar counts the steps.
 
@@ -85,9 +90,11 @@ from rich.progress import (
 from safetensors.torch import load_file, save_file
 
 from agent.model.checkpoint import read_config
+from agent.safety import GuardConfig
 from agent.training import state as st
-from rl_finetune.config import FinetuneConfig
+from rl_finetune.config import POLICY_HZ, FinetuneConfig
 from rl_finetune.envs import check_not_eval, make_finetune_env
+from rl_finetune.guarded import GUARD_REASONS, AgentGuards
 from rl_finetune.policy import (
     Encoded,
     PlannerPolicy,
@@ -98,7 +105,7 @@ from rl_finetune.policy import (
     save_policy,
 )
 from rl_finetune.ppo import explained_variance, gae, ppo_loss
-from rl_finetune.rollout import RolloutBatch, RolloutCollector
+from rl_finetune.rollout import DRIVEN_KEY, FIRST_KEY, RolloutBatch, RolloutCollector
 from scenarios.loader import load_suite
 from sim.agent_loading import REPO_ROOT
 
@@ -110,6 +117,8 @@ CHECKPOINT_DIR = "checkpoint"  # the final policy, for the Leaderboard agent
 TB_DIR = "tb"
 MINIBATCH_RNG = "rng_minibatch.safetensors"
 OUTPUT_KEYS = ("trajectory", "mode", "noise", "logp", "value")  # stored per step
+GUARD_KEY = "guard_intervened"  # per step and env, with the guard in the loop
+GUARD_REASON_KEY = "guard_reason"  # GUARD_REASONS index
 VALUE_CHUNK = 64  # rows per value-only forward (bootstrap values)
 RECENT_EPISODES = 100  # the summary's means are over the last this many episodes
 _MAX_SEED = 2**31 - 1
@@ -151,21 +160,36 @@ def rollout_weights(policy: PlannerPolicy) -> dict[str, torch.Tensor]:
 class RolloutPolicy:
     """The `policy_fn` of the collector (and the Ray workers' policy): env observations
     (E, ...) -> {trajectory (E, T, 2), mode (E,), noise (E, K, T, 2), logp (E,), value (E,)},
-    sampled from `generator`."""
+    sampled from `generator`. With `guards` (the agent's safety guard in the loop,
+    `rl_finetune.guarded`) also `driven` (E, T, 2), what the envs drive, and per env
+    `guard_intervened` (bool) and `guard_reason` (`GUARD_REASONS` index)."""
 
-    def __init__(self, policy: PlannerPolicy, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        policy: PlannerPolicy,
+        generator: torch.Generator,
+        guards: AgentGuards | None = None,
+    ) -> None:
         self.policy = policy
         self.generator = generator
+        self.guards = guards
 
     def __call__(self, obs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        step = self.policy.act(policy_obs(obs), self.generator)
-        return {
+        step = self.policy.act(policy_obs(obs), self.generator, perceive=self.guards is not None)
+        out: dict[str, np.ndarray] = {
             "trajectory": step.trajectory.cpu().numpy().astype(np.float32),
             "mode": step.mode.cpu().numpy().astype(np.int64),
             "noise": step.noise.cpu().numpy().astype(np.float32),
             "logp": step.logp.cpu().numpy().astype(np.float32),
             "value": step.value.cpu().numpy().astype(np.float32),
         }
+        if self.guards is not None:
+            first = np.asarray(obs.get(FIRST_KEY, np.zeros(len(out["mode"]), np.bool_)), np.bool_)
+            guarded = self.guards.apply(step, dict(obs), first)
+            out[DRIVEN_KEY] = guarded.driven
+            out[GUARD_KEY] = guarded.intervened
+            out[GUARD_REASON_KEY] = guarded.reason
+        return out
 
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Weights from `rollout_weights` (the reference is left as it is)."""
@@ -178,10 +202,18 @@ class RolloutPolicy:
             )
 
 
-def make_rollout_policy(init: str, cfg: Any, seed: int, threads: int = 1) -> RolloutPolicy:
+def make_rollout_policy(
+    init: str,
+    cfg: Any,
+    seed: int,
+    threads: int = 1,
+    guard: GuardConfig | None = None,
+    envs: int = 1,
+) -> RolloutPolicy:
     """A Ray worker's policy (picklable through `functools.partial`): the imitation
     checkpoint `init` (relative paths: to the repository root, which is the job's
-    working_dir on a cluster), weights arriving with every `collect`. Its action noise is
+    working_dir on a cluster), weights arriving with every `collect`; with `guard`, the
+    agent's safety guard for each of the worker's `envs` envs. Its action noise is
     seeded from (seed, process id): distinct per worker, not reproducible."""
     torch.set_num_threads(threads)
     path = Path(init)
@@ -189,7 +221,8 @@ def make_rollout_policy(init: str, cfg: Any, seed: int, threads: int = 1) -> Rol
         path = REPO_ROOT / path
     policy = init_policy(path, cfg)
     entropy = np.random.SeedSequence([seed, os.getpid()]).generate_state(1)[0]
-    return RolloutPolicy(policy, torch.Generator().manual_seed(int(entropy)))
+    guards = None if guard is None else AgentGuards(envs, guard, policy.model.cfg, POLICY_HZ)
+    return RolloutPolicy(policy, torch.Generator().manual_seed(int(entropy)), guards)
 
 
 # ------------------------------------------------------------------------ rollouts
@@ -251,6 +284,8 @@ class _Totals:
     episodes: int = 0
     shield_steps: int = 0  # valid steps the shield overrode
     shield_by_reason: dict[str, int] = field(default_factory=dict)  # of those, per reason
+    guard_steps: int = 0  # valid steps the agent's guard overrode (safety.enabled)
+    guard_by_reason: dict[str, int] = field(default_factory=dict)  # of those, per reason
     env_crashes: int = 0  # env restarts + vector env rebuilds
     wall_s: float = 0.0  # over all processes of this run
 
@@ -401,8 +436,11 @@ class FinetuneTrainer:
                 )
                 for i in range(cfg.envs * cfg.workers)
             ]
+            guards = None
+            if cfg.safety.enabled:
+                guards = AgentGuards(len(env_fns), cfg.safety.guard, policy.model.cfg, POLICY_HZ)
             return _LocalRollouts(
-                RolloutCollector(env_fns, seed=seed), RolloutPolicy(policy, act_gen)
+                RolloutCollector(env_fns, seed=seed), RolloutPolicy(policy, act_gen, guards)
             )
         from rl_finetune.workers import RayRollouts, finetune_env_factory
 
@@ -411,7 +449,14 @@ class FinetuneTrainer:
         rollouts = RayRollouts(
             num_workers=cfg.workers,
             env_factory=finetune_env_factory(suite, seed, cfg.reward, cfg.shield, **env_kwargs),
-            policy_factory=partial(make_rollout_policy, init, policy.cfg, seed),
+            policy_factory=partial(
+                make_rollout_policy,
+                init,
+                policy.cfg,
+                seed,
+                guard=cfg.safety.guard if cfg.safety.enabled else None,
+                envs=cfg.envs,
+            ),
             address=cfg.ray_address,
             envs_per_worker=cfg.envs,
             seed=seed,
@@ -459,7 +504,7 @@ class FinetuneTrainer:
             t, e = batch.final_index.T
             final_values[t, e] = self._values(policy, batch.final_observations)
         return gae(
-            batch.rewards,
+            self._rewards(batch),
             values,
             batch.terminated,
             batch.truncated,
@@ -468,6 +513,14 @@ class FinetuneTrainer:
             ppo.gae_lambda,
             final_values,
         )
+
+    def _rewards(self, batch: RolloutBatch) -> np.ndarray:
+        """The env's rewards, less `reward.guard_intervention` for every step the agent's
+        guard overrode the policy (the guard runs in this process, not in the env)."""
+        if GUARD_KEY not in batch.policy_outputs:
+            return batch.rewards
+        overridden = batch.policy_outputs[GUARD_KEY].astype(np.float32)
+        return batch.rewards - np.float32(self.cfg.reward.guard_intervention) * overridden
 
     def _update(
         self,
@@ -578,6 +631,15 @@ class FinetuneTrainer:
         for reason, count in batch.interventions_by_reason.items():
             totals.shield_by_reason[reason] = totals.shield_by_reason.get(reason, 0) + count
             writer.add_scalar(f"charts/shield_interventions_by_reason/{reason}", count, step)
+        if GUARD_KEY in batch.policy_outputs and valid:
+            overridden = batch.policy_outputs[GUARD_KEY] & batch.valid
+            totals.guard_steps += int(overridden.sum())
+            writer.add_scalar("charts/guard_intervention_rate", overridden.sum() / valid, step)
+            reasons = batch.policy_outputs[GUARD_REASON_KEY][overridden]
+            for index, count in zip(*np.unique(reasons, return_counts=True), strict=True):
+                name = GUARD_REASONS[int(index)]
+                totals.guard_by_reason[name] = totals.guard_by_reason.get(name, 0) + int(count)
+                writer.add_scalar(f"charts/guard_interventions_by_reason/{name}", count, step)
         writer.add_scalar("charts/env_crashes", totals.env_crashes, step)
         writer.add_scalar("charts/iteration", totals.iteration, step)
         for name, value in metrics.items():
@@ -646,6 +708,12 @@ class FinetuneTrainer:
                 totals.shield_steps / totals.valid_steps if totals.valid_steps else None
             ),
             "shield_interventions_by_reason": dict(totals.shield_by_reason),
+            "guard_intervention_rate": (
+                totals.guard_steps / totals.valid_steps
+                if self.cfg.safety.enabled and totals.valid_steps
+                else None
+            ),
+            "guard_interventions_by_reason": dict(totals.guard_by_reason),
             "env_crashes": totals.env_crashes,
             "dropped_workers": dropped_workers,
             f"last_{RECENT_EPISODES}_episodes": {

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from rl_finetune.config import (
+    GUARD_TERM,
     SHIELD_TERM,
     FinetuneConfig,
     PPOConfig,
@@ -215,9 +216,9 @@ def test_explained_variance() -> None:
 # -- config ------------------------------------------------------------------------------
 
 
-def test_reward_weights_cover_every_env_term_and_the_shield() -> None:
+def test_reward_weights_cover_every_env_term_the_shield_and_the_guard() -> None:
     fields = set(RewardWeights.model_fields) - {"terminate_on"}
-    assert fields == {*REWARD_TERMS, SHIELD_TERM}
+    assert fields == {*REWARD_TERMS, SHIELD_TERM, GUARD_TERM}
     weights = RewardWeights().env_reward().weights
     assert set(weights) == set(REWARD_TERMS)
     assert weights["route_progress"] == pytest.approx(0.1)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -16,6 +18,7 @@ from typer.testing import CliRunner
 
 from agent.model.checkpoint import load_drive_model, save_drive_model
 from rl_finetune.config import FinetuneConfig, load_finetune_config
+from rl_finetune.guarded import GUARD_REASONS
 from rl_finetune.policy import load_policy
 from rl_finetune.trainer import FinetuneTrainer
 from vlmdrive.cli import app
@@ -127,6 +130,43 @@ def test_two_iterations_with_the_vector_env_write_a_loadable_checkpoint(
     assert set(by_reason) == {"nonfinite", "collision", "red_light", "outside_lanes"}
     rate = summary["shield_intervention_rate"]
     assert sum(by_reason.values()) == round(rate * 2 * ITERATION_STEPS)  # no crashes: all valid
+
+
+def test_the_agents_guard_in_the_loop_is_counted_and_costs_reward(
+    tmp_path: Path, init_checkpoint: Path
+) -> None:
+    """safety.enabled: the envs drive the guard's decisions; its interventions are logged
+    per reason, summed in the summary, and each costs reward.guard_intervention."""
+    config = write_config(
+        tmp_path,
+        init_checkpoint,
+        safety={"enabled": True, "guard": {"raise_errors": True}},
+        reward={"guard_intervention": 0.5},
+    )
+    cfg = load_finetune_config(config)
+    summary = FinetuneTrainer(cfg, progress=False).run()
+    assert summary["iterations"] == 2
+    rate, by_reason = summary["guard_intervention_rate"], summary["guard_interventions_by_reason"]
+    assert 0.0 <= rate <= 1.0
+    assert sum(by_reason.values()) == round(rate * 2 * ITERATION_STEPS)
+    assert set(by_reason) <= set(GUARD_REASONS) - {"ACCEPTED"}
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb"))
+    events.Reload()
+    assert "charts/guard_intervention_rate" in events.Tags()["scalars"]
+
+    rewards = np.array([[1.0, 1.0], [0.0, 2.0]], np.float32)
+    batch = SimpleNamespace(
+        rewards=rewards,
+        policy_outputs={"guard_intervened": np.array([[True, False], [False, True]])},
+    )
+    penalised = FinetuneTrainer(cfg, progress=False)._rewards(batch)  # type: ignore[arg-type]
+    np.testing.assert_allclose(penalised, [[0.5, 1.0], [0.0, 1.5]])
+    # Without the guard in the loop the env's rewards are used as they are.
+    del batch.policy_outputs["guard_intervened"]
+    assert FinetuneTrainer(cfg, progress=False)._rewards(batch) is rewards  # type: ignore[arg-type]
 
 
 def test_resume_continues_from_the_saved_step(tmp_path: Path, init_checkpoint: Path) -> None:

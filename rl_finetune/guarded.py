@@ -14,7 +14,10 @@ Per policy step and env (`AgentGuards.apply`), exactly what the agent does per t
 (`agent.leaderboard_agent.guard_inputs`, one code path):
 - a `ModelStep` from the policy's action: the sampled trajectory (mode + residual), the K
   candidates with their probabilities, the perception heads computed on the same encoder
-  output (`PlannerPolicy.act(perceive=True)`), the target points of the observation;
+  output (`PlannerPolicy.act(perceive=True)`), the target points of the observation. The
+  confidence is the top mode's probability, as the agent's (its mode is the argmax): the
+  guard's LOW_CONFIDENCE then fires where the model is unsure of the scene, as deployed,
+  not whenever exploration samples a rarely chosen mode;
 - the env's guard checks it (its blockage memory, hold timers and unstick state live per
   env and are reset on the first step of every episode; its clock is the episode's game
   time, `1 / POLICY_HZ` per step);
@@ -80,7 +83,6 @@ class AgentGuards:
         envs = len(self.guards)
         heads = step.heads
         probs = step.mode_logits.softmax(-1).cpu().numpy()
-        mode = step.mode.cpu().numpy()
         trajectory = step.trajectory.cpu().numpy().astype(np.float64)
         candidates = step.candidates.cpu().numpy()
         bev = torch.sigmoid(heads["bev"]).cpu().numpy()
@@ -106,7 +108,7 @@ class AgentGuards:
                 trajectory=trajectory[e],
                 candidates=candidates[e],
                 scores=probs[e],
-                confidence=float(probs[e, mode[e]]),
+                confidence=float(probs[e].max()),  # the agent's: its top mode's probability
                 bev_probs=bev[e],
                 light_probs=light[e],
                 flag_probs=flags[e],

@@ -115,3 +115,19 @@ def test_act_perceive_returns_the_models_heads_on_the_same_frame() -> None:
     for name in ("bev", "light", "flags", "intent"):
         torch.testing.assert_close(step.heads[name], expected[name])
     assert policy.act(obs, torch.Generator().manual_seed(0)).heads is None
+
+
+def test_a_rarely_chosen_sampled_mode_is_not_low_confidence(guards: AgentGuards) -> None:
+    """The guard's confidence is the top mode's probability, as in the agent: exploring a
+    mode the policy seldom picks (p ~ 0.002 here) is not a LOW_CONFIDENCE plan."""
+    step = scene_step(guards.model_cfg, ["none"] * 3, [False] * 3)
+    sampled = PolicyStep(
+        **{
+            **step.__dict__,
+            "mode": torch.ones(3, dtype=torch.long),
+            "trajectory": step.candidates[:, 1].clone(),
+        }
+    )
+    assert float(sampled.mode_logits.softmax(-1)[0, 1]) < 0.01
+    out = guards.apply(sampled, observations(3, 0), np.ones(3, bool))
+    assert [GUARD_REASONS[i] for i in out.reason] == ["ACCEPTED"] * 3

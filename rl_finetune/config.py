@@ -11,8 +11,12 @@ Unknown keys are errors that name the file, line and field (`load_finetune_confi
   the agent config; rl_finetune/guarded.py), off by default;
 - `eval`: the held-out evaluation during and after training.
 
-Steps are *policy* steps: the policy acts at `POLICY_HZ` (10 Hz), each action applied for
-`ACTION_REPEAT` simulator ticks of 0.05 s (`DrivingEnv(action_repeat=2)`).
+Steps are *policy* steps: the policy acts at `policy_hz` (default `POLICY_HZ`, 10 Hz, the
+issue's rate), each action applied for `action_repeat` simulator ticks of 0.05 s
+(`DrivingEnv(action_repeat=2)` at 10 Hz). A lower rate (`policy_hz: 2`: one trajectory
+tracked for 0.5 s) is an experiment on credit assignment: at 10 Hz a mode choice steers the
+car for 0.1 s before the next one replaces it, so one choice barely changes the return
+(README: measured).
 
 The reward follows CaRL (Jaeger et al. 2025, "Learning scalable planning policies with simple
 rewards"): one dominant term, route progress; infractions cost the Leaderboard's loss of
@@ -34,10 +38,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from agent.leaderboard_agent import SafetyConfig
 from rl_finetune.shield import ShieldConfig
 from scenarios.loader import load_typed_yaml
+from sim.protocol import FIXED_DELTA_SECONDS
 from sim.rewards import LEADERBOARD_PENALTY_FACTORS, REWARD_TERMS, RewardConfig
 
-POLICY_HZ = 10  # [Hz] the policy's action rate
-ACTION_REPEAT = 2  # simulator ticks (20 Hz) per policy step
+POLICY_HZ = 10  # [Hz] the policy's default action rate
+ACTION_REPEAT = 2  # simulator ticks (20 Hz) per policy step at POLICY_HZ
+SIM_HZ = round(1.0 / FIXED_DELTA_SECONDS)  # [Hz] 20: the simulator's tick rate
 SHIELD_TERM = "shield_intervention"  # reward terms the env does not compute: the shield's
 GUARD_TERM = "guard_intervention"  # and the agent's guard's (the trainer adds it)
 
@@ -158,6 +164,7 @@ class FinetuneConfig(_Strict):
     seed: int = 0
     threads: int = Field(1, ge=1)  # torch threads of the learner
     max_episode_steps: int | None = Field(None, ge=1)  # policy steps; None: the route timeout
+    policy_hz: int = Field(POLICY_HZ, ge=1)  # [Hz] action rate; must divide the sim's 20 Hz
     checkpoint_every: int = Field(5, ge=1)  # [iterations] between resumable checkpoints
     policy: PolicyConfig = PolicyConfig()
     ppo: PPOConfig = PPOConfig()
@@ -179,6 +186,20 @@ class FinetuneConfig(_Strict):
                 f"({self.suite}): use a separate folder"
             )
         return self
+
+    @model_validator(mode="after")
+    def _whole_ticks(self) -> FinetuneConfig:
+        if SIM_HZ % self.policy_hz:
+            raise ValueError(
+                f"policy_hz ({self.policy_hz}) must divide the simulator's {SIM_HZ} Hz: "
+                "every action is held for a whole number of ticks"
+            )
+        return self
+
+    @property
+    def action_repeat(self) -> int:
+        """Simulator ticks (0.05 s) per policy step."""
+        return SIM_HZ // self.policy_hz
 
     @property
     def iteration_steps(self) -> int:

@@ -102,6 +102,14 @@ SPEEDOMETER_ID = "speedometer"
 POLICY_DT_S = FIXED_DELTA_SECONDS * ACTION_REPEAT  # [s] 0.1: the policy acts at 10 Hz
 HISTORY_SPACING_S = HISTORY_STRIDE / SAMPLE_HZ  # [s] 0.5: the model's frame history spacing
 HISTORY_STEPS = int(round(HISTORY_SPACING_S / POLICY_DT_S))  # policy steps between frames
+
+
+def history_steps(action_repeat: int) -> int:
+    """Policy steps between the model's history frames (0.5 s apart) when every action is
+    held for `action_repeat` ticks; at least 1."""
+    return max(1, int(round(HISTORY_SPACING_S / (FIXED_DELTA_SECONDS * action_repeat))))
+
+
 _MAX_SEED = 2**31 - 1
 
 
@@ -119,6 +127,7 @@ class FinetuneEnv(gymnasium.Env):
         backend: str = "lite",
         max_episode_steps: int | None = None,
         image_history: int = 0,
+        action_repeat: int = ACTION_REPEAT,
     ) -> None:
         if not sources:
             raise ValueError("sources must name at least one scenario")
@@ -130,6 +139,8 @@ class FinetuneEnv(gymnasium.Env):
             )
         if image_history < 0:
             raise ValueError(f"image_history must be >= 0 frames, got {image_history}")
+        if action_repeat < 1:
+            raise ValueError(f"action_repeat must be >= 1 tick, got {action_repeat}")
         self.sources = list(sources)
         self.weights = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
         self.reward_weights = reward or RewardWeights()
@@ -142,6 +153,12 @@ class FinetuneEnv(gymnasium.Env):
         self.backend = backend
         self.max_episode_steps = max_episode_steps
         self.image_history = image_history
+        self.action_repeat = action_repeat
+        self.history_steps = history_steps(action_repeat)
+        self.metadata = {
+            **self.metadata,
+            "render_fps": 1.0 / (FIXED_DELTA_SECONDS * action_repeat),
+        }
         self._sensors = default_sensor_suite()
         camera = next(s for s in self._sensors if s["id"] == CAMERA_ID)
         height, width = int(camera["height"]), int(camera["width"])
@@ -162,7 +179,7 @@ class FinetuneEnv(gymnasium.Env):
         self._item = -1
         self._gt: GroundTruth | None = None
         self._route = RoutePlanner()
-        self._frames: deque[np.ndarray] = deque(maxlen=HISTORY_STEPS * image_history + 1)
+        self._frames: deque[np.ndarray] = deque(maxlen=self.history_steps * image_history + 1)
         self._episode: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ episodes
@@ -186,7 +203,7 @@ class FinetuneEnv(gymnasium.Env):
             action_type="trajectory",
             privileged=True,
             reward=self.reward_weights.env_reward(),
-            action_repeat=ACTION_REPEAT,
+            action_repeat=self.action_repeat,
             max_episode_steps=self.max_episode_steps,
             horizon=DEFAULT_HORIZON,
             waypoint_dt_s=DEFAULT_WAYPOINT_DT_S,
@@ -301,7 +318,7 @@ class FinetuneEnv(gymnasium.Env):
             n = len(self._frames)
             obs["past_images"] = np.stack(
                 [
-                    self._frames[max(0, n - 1 - HISTORY_STEPS * (self.image_history - k))]
+                    self._frames[max(0, n - 1 - self.history_steps * (self.image_history - k))]
                     for k in range(self.image_history)
                 ]
             )
@@ -336,6 +353,7 @@ def make_finetune_env(
     max_episode_steps: int | None = None,
     image_history: int = 0,
     backend: str = "lite",
+    action_repeat: int = ACTION_REPEAT,
 ) -> FinetuneEnv:
     """The fine-tuning env number `index` of a training suite (folder, suite YAML or one
     scenario; see `scenarios.loader.load_suite`), seeded from (seed, index), so every env
@@ -353,6 +371,7 @@ def make_finetune_env(
         backend=backend,
         max_episode_steps=max_episode_steps,
         image_history=image_history,
+        action_repeat=action_repeat,
     )
     state = np.random.SeedSequence([seed, index])
     env.np_random, _ = gymnasium.utils.seeding.np_random(int(state.generate_state(1)[0]))
@@ -367,5 +386,6 @@ __all__ = [
     "POLICY_DT_S",
     "FinetuneEnv",
     "check_not_eval",
+    "history_steps",
     "make_finetune_env",
 ]

@@ -209,6 +209,7 @@ def make_rollout_policy(
     threads: int = 1,
     guard: GuardConfig | None = None,
     envs: int = 1,
+    policy_hz: float = POLICY_HZ,
 ) -> RolloutPolicy:
     """A Ray worker's policy (picklable through `functools.partial`): the imitation
     checkpoint `init` (relative paths: to the repository root, which is the job's
@@ -221,7 +222,7 @@ def make_rollout_policy(
         path = REPO_ROOT / path
     policy = init_policy(path, cfg)
     entropy = np.random.SeedSequence([seed, os.getpid()]).generate_state(1)[0]
-    guards = None if guard is None else AgentGuards(envs, guard, policy.model.cfg, POLICY_HZ)
+    guards = None if guard is None else AgentGuards(envs, guard, policy.model.cfg, policy_hz)
     return RolloutPolicy(policy, torch.Generator().manual_seed(int(entropy)), guards)
 
 
@@ -422,6 +423,7 @@ class FinetuneTrainer:
         env_kwargs: dict[str, Any] = {
             "max_episode_steps": cfg.max_episode_steps,
             "image_history": policy.model.cfg.encoder.history,
+            "action_repeat": cfg.action_repeat,
         }
         if not cfg.use_ray:
             env_fns = [
@@ -438,7 +440,9 @@ class FinetuneTrainer:
             ]
             guards = None
             if cfg.safety.enabled:
-                guards = AgentGuards(len(env_fns), cfg.safety.guard, policy.model.cfg, POLICY_HZ)
+                guards = AgentGuards(
+                    len(env_fns), cfg.safety.guard, policy.model.cfg, cfg.policy_hz
+                )
             return _LocalRollouts(
                 RolloutCollector(env_fns, seed=seed), RolloutPolicy(policy, act_gen, guards)
             )
@@ -456,6 +460,7 @@ class FinetuneTrainer:
                 seed,
                 guard=cfg.safety.guard if cfg.safety.enabled else None,
                 envs=cfg.envs,
+                policy_hz=cfg.policy_hz,
             ),
             address=cfg.ray_address,
             envs_per_worker=cfg.envs,

@@ -85,6 +85,24 @@ def test_observation_is_what_the_leaderboard_agent_sees() -> None:
         env.close()
 
 
+def test_a_lower_policy_rate_holds_each_action_for_more_ticks() -> None:
+    """policy_hz 2 (action_repeat 10): one step is 0.5 s of game time, and the history
+    frame, 0.5 s back, is the previous step's camera."""
+    env = FinetuneEnv([world()], image_history=1, action_repeat=10)
+    try:
+        assert env.history_steps == 1 and env.metadata["render_fps"] == 2.0
+        obs, _ = env.reset(seed=0)
+        start = env.driving_env.sim.ground_truth().time_s
+        before = obs["image"]
+        obs, *_ = env.step(straight(1)[0])
+        assert env.driving_env.sim.ground_truth().time_s - start == pytest.approx(0.5)
+        np.testing.assert_array_equal(obs["past_images"][0], before)
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="action_repeat"):
+        FinetuneEnv([world()], action_repeat=0)
+
+
 def test_reward_pays_route_progress_and_charges_a_collision() -> None:
     cone = world(props=(PropSpec("cone", 30.0),), route=RouteSpec(length_m=150.0))
     env = FinetuneEnv([cone], reward=RewardWeights(), shield=ShieldConfig(enabled=False))

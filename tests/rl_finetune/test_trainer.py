@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from agent.model.checkpoint import load_drive_model, save_drive_model
 from rl_finetune.config import FinetuneConfig, load_finetune_config
 from rl_finetune.guarded import GUARD_REASONS
-from rl_finetune.policy import load_policy
+from rl_finetune.policy import init_policy, load_policy
 from rl_finetune.trainer import FinetuneTrainer
 from vlmdrive.cli import app
 
@@ -207,6 +207,25 @@ def test_two_iterations_with_two_local_ray_workers(tmp_path: Path, init_checkpoi
     assert meta["finetune"]["steps"] == 32
 
 
+def test_the_policy_rate_reaches_the_envs_and_the_guard(
+    tmp_path: Path, init_checkpoint: Path
+) -> None:
+    """policy_hz 2: every env holds an action for 10 ticks and the guard's clock advances
+    0.5 s a step (the default, 10 Hz: 2 ticks, 0.1 s)."""
+    for hz, repeat in ((2, 10), (10, 2)):
+        config = write_config(tmp_path, init_checkpoint, policy_hz=hz, safety={"enabled": True})
+        cfg = load_finetune_config(config)
+        assert cfg.action_repeat == repeat
+        policy = init_policy(cfg.init, cfg.policy)
+        rollouts = FinetuneTrainer(cfg, progress=False)._rollouts(policy, torch.Generator(), 0)
+        try:
+            make_env = rollouts.collector.env_fns[0].args[0]  # type: ignore[attr-defined]
+            assert make_env.keywords["action_repeat"] == repeat
+            assert rollouts.acting.guards.dt_s == pytest.approx(1.0 / hz)  # type: ignore[attr-defined]
+        finally:
+            rollouts.close()
+
+
 def test_a_bad_config_key_names_file_and_line(tmp_path: Path, init_checkpoint: Path) -> None:
     config = write_config(tmp_path, init_checkpoint)
     text = config.read_text().replace("rollout_steps:", "rollout_step:")
@@ -224,6 +243,11 @@ def test_a_bad_config_key_names_file_and_line(tmp_path: Path, init_checkpoint: P
         app, ["finetune", "--config", str(config), "--suite", "scenarios/library/eval"]
     )
     assert result.exit_code == 2 and "kept apart" in result.output
+
+    config.write_text(text.replace("rollout_step:", "rollout_steps:") + "policy_hz: 3\n")
+    result = CliRunner().invoke(app, ["finetune", "--config", str(config)])
+    assert result.exit_code == 2 and "policy_hz" in result.output and str(config) in result.output
+    assert "Traceback" not in result.output
 
 
 def test_ctrl_c_ends_with_a_message_not_a_traceback(

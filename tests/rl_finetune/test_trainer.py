@@ -262,3 +262,15 @@ def test_ctrl_c_ends_with_a_message_not_a_traceback(
     assert result.exit_code == 130
     assert "interrupted" in result.output and "--resume" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).parents[2] / "configs").glob("finetune*.yaml")), ids=str
+)
+def test_every_finetune_config_in_the_repository_loads(config: Path) -> None:
+    """The shipped default and the README's measured recipes stay valid configs that name
+    files of this repository."""
+    cfg = load_finetune_config(config)
+    repo = config.parents[1]
+    assert (repo / cfg.init / "model.safetensors").is_file()
+    assert (repo / cfg.suite).exists()

@@ -37,6 +37,7 @@ import numpy as np
 
 from agent.rules import ObstacleView
 from agent.safety.contacts import Contact
+from agent.safety.trajectory import pose_along
 
 MERGE_M = 2.0  # [m] a blocking obstacle this close to a remembered one refreshes it (half a cell)
 MAX_ENTRIES = 8  # remembered boxes; the oldest go first
@@ -85,7 +86,7 @@ class BlockageMemory:
         if self._time_s is not None and math.isfinite(speed_mps) and self._entries:
             driven = max(speed_mps, 0.0) * max(time_s - self._time_s, 0.0)
             if driven > 0.0:
-                offset, heading = _pose_along(path, driven)
+                offset, heading = pose_along(path, driven)
                 c, s = math.cos(heading), math.sin(heading)
                 to_new = np.array([[c, s], [-s, c]])  # rotates by -heading
                 for entry in self._entries:
@@ -138,23 +139,6 @@ class BlockageMemory:
             obstacle_id=np.concatenate([view.obstacle_id, np.full(n, REMEMBERED_ID)]),
             obstacle_scenario=np.concatenate([view.obstacle_scenario, np.zeros(n, bool)]),
         )
-
-
-def _pose_along(path: np.ndarray | None, distance_m: float) -> tuple[np.ndarray, float]:
-    """(position (2,), heading [rad]) `distance_m` along origin -> `path` (ego frame),
-    straight on past its end; straight ahead when there is no usable path."""
-    if path is None or not np.isfinite(path).all():
-        return np.array([distance_m, 0.0]), 0.0
-    points = np.concatenate([np.zeros((1, 2)), np.asarray(path, dtype=np.float64)])
-    steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
-    keep = steps > 1e-6
-    if not keep.any():
-        return np.array([distance_m, 0.0]), 0.0
-    points = np.concatenate([points[:1], points[1:][keep]])
-    along = np.concatenate([[0.0], np.cumsum(steps[keep])])
-    k = min(int(np.searchsorted(along, distance_m, side="right")) - 1, len(along) - 2)
-    direction = (points[k + 1] - points[k]) / (along[k + 1] - along[k])
-    return points[k] + direction * (distance_m - along[k]), math.atan2(direction[1], direction[0])
 
 
 __all__ = ["MERGE_M", "REMEMBERED_ID", "BlockageMemory"]

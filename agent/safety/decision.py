@@ -11,6 +11,8 @@ What each reason does to the trajectory (`FALLBACK_OF`):
   non-finite numbers, the guard itself failing, or a rules fallback that is unsafe too).
 - "candidate": another of the planner's own candidate trajectories (a lower-scored mode
   that passes every check the chosen one failed), kept on its path, only speed-capped.
+- "lane_pass": a move into the next lane around a standing blockage, planned by the guard
+  (`agent.safety.lane_pass`) when no candidate of the planner's passes; checked like a plan.
 - "rules": the rule set's plan (`agent.rules.RulePlanner`) on the view perceived by the
   model's own heads (`agent.safety.perception_view`).
 - "none": the trajectory that was chosen (the planner's, or the rules' after a fallback)
@@ -25,7 +27,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-Fallback = Literal["none", "candidate", "rules", "emergency_stop"]
+Fallback = Literal["none", "candidate", "lane_pass", "rules", "emergency_stop"]
 FALLBACKS: tuple[str, ...] = get_args(Fallback)
 
 
@@ -49,6 +51,7 @@ class ReasonCode(StrEnum):
     RED_LIGHT = "RED_LIGHT"  # red light perceived and the plan does not stop
     # --- another planner mode (the chosen one failed geometric checks only) -----------------
     ALTERNATIVE_MODE = "ALTERNATIVE_MODE"  # a lower-scored candidate passes them: drive it
+    LANE_PASS = "LANE_PASS"  # none does, a static blockage is flagged: pass in the next lane
     # --- creep (the planner's path at a crawl after a long hold) ------------------------------
     CREEP = "CREEP"  # held still by PATH_BLOCKED / TTC / LOW_CONFIDENCE too long: creep on
     UNSTICK = "UNSTICK"  # the planner itself stood too long, nothing perceived: creep on

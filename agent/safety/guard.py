@@ -196,6 +196,7 @@ from agent.safety.decision import (
     emergency_stop,
 )
 from agent.safety.health import CameraMonitor, VLMHealth
+from agent.safety.lane_pass import LanePass, LanePassConfig
 from agent.safety.perception_view import (
     PerceptionOutputs,
     PerceptionViewConfig,
@@ -281,6 +282,8 @@ class GuardConfig(BaseModel):
     red_hold_max_s: float = Field(60.0, gt=0.0)  # [s] a hold never lasts longer (a whole
     # light cycle: a red that long is a head stuck on a light it cannot read)
     view: PerceptionViewConfig = PerceptionViewConfig()
+    lane_pass: LanePassConfig = LanePassConfig()  # the pass around a flagged blockage
+    # (see the docstring and `agent.safety.lane_pass`); `lane_pass: {enabled: false}` is off
     creep_after_s: float = Field(6.0, gt=0.0)  # [s] held slow by the guard before creeping
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
     creep_duration_s: float = Field(4.0, gt=0.0)  # [s] one creep episode
@@ -436,9 +439,13 @@ class SafetyGuard:
             max(self.config.blockage_memory_s, self.config.blockage_flag_memory_s)
         )
         self._last_trajectory: np.ndarray | None = None  # what the tracker got last tick
+        self._lane_pass = LanePass(self.config.lane_pass)
+        self._blocking: list[Contact] = []  # the contacts that made this tick's plan blocked
 
     def reset(self) -> None:
         self._memory.reset()
+        self._lane_pass.reset()
+        self._blocking = []
         self._last_trajectory = None
         self._red_hold_since_s = None
         self._red_seen_s = -math.inf
@@ -484,19 +491,29 @@ class SafetyGuard:
         if self._flag_raised(inputs, STATIC_HAZARD_FLAGS):
             keep_s = max(keep_s, cfg.blockage_flag_memory_s)
         self._memory.advance(inputs.time_s, inputs.speed_mps, self._last_trajectory, keep_s)
+        self._lane_pass.advance(inputs.time_s, inputs.speed_mps, self._last_trajectory)
 
         view = self.perceived_view(inputs, inputs.route_xy)
         self.last_view = view
+        self._lane_pass.observe(view, inputs.time_s)
         failed = self._plan_failures(inputs, view)
         trajectory = inputs.trajectory.copy()
         fallback: Fallback = "none"
         alternative = self._alternative(inputs, view, failed)
-        creep = None if alternative is not None else self._creep(inputs, view, failed)
+        lane_pass = None if alternative is not None else self._pass(inputs, view, failed)
+        creep = None
+        if alternative is None and lane_pass is None:
+            creep = self._creep(inputs, view, failed)
         unstick = self._unstick(inputs, view, failed)
         if alternative is not None:
             trajectory, note = alternative
             failed = {ReasonCode.ALTERNATIVE_MODE: f"{_summary(failed)} -> {note}"}
             fallback = "candidate"
+        elif lane_pass is not None:
+            trajectory, note = lane_pass
+            why = _summary(failed) if failed else "passing"
+            failed = {ReasonCode.LANE_PASS: f"{why} -> {note}"}
+            fallback = "lane_pass"
         elif creep is not None:
             trajectory, note = creep
             failed = {ReasonCode.CREEP: ", ".join(sorted(failed)) + note}
@@ -582,14 +599,64 @@ class SafetyGuard:
         perceived view has no lanes). Not for TTC: swerving into another lane at a low
         score is no answer to a braking lead or a cut-in (measured, suite_quick seed 0:
         with TTC included, the hard-brake and cut-in routes lost 16 and 10 DS)."""
+        if not self.config.intent_alternatives:
+            return None
+        return self._named_side(inputs)
+
+    def _named_side(self, inputs: GuardInputs) -> tuple[float, str] | None:
+        """(+1 left / -1 right, the intent) when the intent head names a lateral manoeuvre
+        with at least `intent_threshold`, else None."""
         intent = inputs.perception.intent
-        if not self.config.intent_alternatives or intent is None:
+        if intent is None:
             return None
         best = int(np.argmax(intent))
         name = INTENTS[best]
         if name not in INTENT_SIDES or not intent[best] >= self.config.intent_threshold:
             return None
         return INTENT_SIDES[name], name
+
+    def _pass(
+        self, inputs: GuardInputs, view: ObstacleView, failed: dict[ReasonCode, str]
+    ) -> tuple[np.ndarray, str] | None:
+        """(the lane pass's trajectory, a note) when it should and may be driven, else None
+        (see `agent.safety.lane_pass`). A pass starts only when the chosen plan failed
+        geometric checks alone (`ALTERNATIVE_REASONS`), one of them a static box on it
+        within the hand-over distance (PATH_BLOCKED) and at least `min_start_gap_m` ahead,
+        and a construction / lane-closed / obstacle flag confirms the blockage; to the side
+        the intent head names, else left (right-hand traffic). (Starting on any static box on
+        the plan, beyond the hand-over distance, did worse on accident_ahead_night: the
+        false far boxes started passes that hit the crashed cars.) Once started it is
+        driven instead of the planner's plans, accepted or not, until the lane it left is
+        clear beside and ahead of the ego (`LanePass.observe`): the planner,
+        having stood behind the blockage, steers back into it. Not while another check
+        failed (a red light, a low confidence, the VLM): those are handled as usual. Every
+        tick the pass must pass every check itself, or the car does not drive it."""
+        cfg = self.config.lane_pass
+        if not cfg.enabled or not set(failed) <= ALTERNATIVE_REASONS:
+            return None
+        started = False
+        if not self._lane_pass.active:
+            front_m = view.ego_size[0] / 2
+            gaps = [c.ahead_m - front_m for c in self._blocking if c.kind == "static"]
+            if not (
+                gaps
+                and min(gaps) >= cfg.min_start_gap_m
+                and self._flag_raised(inputs, STATIC_HAZARD_FLAGS)
+            ):
+                return None
+            named = self._named_side(inputs)
+            self._lane_pass.start(named[0] if named else 1.0, inputs.time_s)
+            started = True
+        trajectory = self._lane_pass.trajectory(
+            inputs.speed_mps, len(inputs.trajectory), self.config.dt_s
+        )
+        if not np.isfinite(trajectory).all() or self.trajectory_failures(trajectory, inputs, view):
+            if started:  # not possible now: the next blocked tick starts afresh
+                self._lane_pass.reset()
+            return None
+        self._held_since_s = None  # moving again: a later hold starts over
+        self._creep_until_s = -math.inf
+        return trajectory, f"lane pass {'left' if self._lane_pass.side > 0 else 'right'}"
 
     def _creep(
         self, inputs: GuardInputs, view: ObstacleView, failed: dict[ReasonCode, str]
@@ -768,6 +835,7 @@ class SafetyGuard:
             )
         plan_failed, blocking = self._trajectory_checks(inputs.trajectory, inputs, view)
         self._memory.remember(view, blocking, inputs.time_s)
+        self._blocking = blocking
         failed.update(plan_failed)
         return failed
 

@@ -834,7 +834,13 @@ def test_intervention_counter_tallies_a_route(guard) -> None:
     assert result["reasons"]["CAMERA_MISSING"] == 1
     assert result["reasons"]["PATH_BLOCKED"] == 1 and result["reasons"]["FALLBACK_UNSAFE"] == 1
     assert set(result["reasons"]) == {code.value for code in ReasonCode}
-    assert result["fallbacks"] == {"none": 1, "candidate": 0, "rules": 1, "emergency_stop": 2}
+    assert result["fallbacks"] == {
+        "none": 1,
+        "candidate": 0,
+        "lane_pass": 0,
+        "rules": 1,
+        "emergency_stop": 2,
+    }
     counter.reset()
     assert counter.as_dict()["ticks"] == 0
 
@@ -1363,3 +1369,95 @@ def test_with_a_static_hazard_flag_the_blockage_is_kept_longer_when_configured()
     assert flagged.reason == ReasonCode.PATH_BLOCKED
     unflagged = guard.check(inputs(creep, speed=0.0, percept=perception(), time_s=5.05))
     assert unflagged.reason == ReasonCode.ACCEPTED  # the flag is down: 1 s memory again
+
+
+# ----------------------------------------------------------------------- lane pass
+# A static box across the ego's lane (both cells at x 16..20), 14.5 m ahead of the bumper.
+LANE_BLOCKED = [("static", 18.0, 2.0), ("static", 18.0, -2.0)]
+
+
+def pass_guard(**lane_pass) -> SafetyGuard:
+    config = GuardConfig(raise_errors=True, lane_pass={"enabled": True, **lane_pass})
+    return SafetyGuard(config)
+
+
+def blocked(flags=("lane_closed",), cells=LANE_BLOCKED, intent=None, **kw) -> GuardInputs:
+    percept = perception(cells, flags=flags)
+    if intent is not None:
+        percept = dataclasses.replace(percept, intent=intent_probs(intent))
+    return inputs(straight(8.0), speed=8.0, percept=percept, **kw)
+
+
+def test_a_flagged_blockage_no_candidate_passes_is_passed_in_the_next_lane() -> None:
+    guard = pass_guard()
+    decision = guard.check(blocked())
+    assert decision.reason == ReasonCode.LANE_PASS and decision.fallback == "lane_pass"
+    assert "PATH_BLOCKED" in decision.detail and "lane pass left" in decision.detail
+    trajectory = decision.trajectory
+    # One lane over and 1 m (offset_m 4.5) once the move is done, clear of the boxes.
+    assert trajectory[-1, 1] == pytest.approx(4.5, abs=0.05)
+    assert np.all(np.diff(trajectory[:, 1]) >= -1e-9)  # moves left only
+    assert not swept_contacts(trajectory, DT, guard.last_view, 0.4)
+    # From the current speed towards the pass speed (4 m/s) at 1.5 m/s^2.
+    assert segment_speeds(trajectory, DT)[0] == pytest.approx(7.6, abs=0.2)
+    assert segment_speeds(trajectory, DT)[-1] == pytest.approx(4.0, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("case", "guard_kw", "blocked_kw"),
+    [
+        ("off by default", None, {}),
+        ("no construction / lane-closed / obstacle flag", {}, {"flags": ()}),
+        ("blockage closer than min_start_gap_m", {"min_start_gap_m": 16.0}, {}),
+        ("the next lane is blocked too", {}, {"cells": [*LANE_BLOCKED, ("static", 18.0, 6.0)]}),
+        ("a red light besides", {}, {"flags": ("lane_closed",)}),
+    ],
+)
+def test_no_lane_pass(case, guard_kw, blocked_kw) -> None:
+    guard = (
+        SafetyGuard(GuardConfig(raise_errors=True)) if guard_kw is None else pass_guard(**guard_kw)
+    )
+    tick = blocked(**blocked_kw)
+    if case == "a red light besides":
+        tick = dataclasses.replace(
+            tick, perception=perception(LANE_BLOCKED, light="red", flags=("lane_closed",))
+        )
+    decision = guard.check(tick)
+    assert decision.reason != ReasonCode.LANE_PASS, case
+    assert decision.fallback == "rules", case
+
+
+def test_the_lane_pass_goes_to_the_side_the_intent_names() -> None:
+    decision = pass_guard().check(blocked(intent="change_right"))
+    assert decision.reason == ReasonCode.LANE_PASS and "lane pass right" in decision.detail
+    assert decision.trajectory[-1, 1] == pytest.approx(-4.5, abs=0.05)
+
+
+def test_a_started_pass_is_kept_until_the_lane_it_left_is_clear() -> None:
+    guard = pass_guard()
+    first = guard.check(blocked(time_s=0.0))
+    assert first.reason == ReasonCode.LANE_PASS
+    # The planner now plans a stand short of the box (accepted on its own; the ego stands
+    # too, so the grid has not moved), while the box still stands in the lane: the pass
+    # goes on, towards the same lateral target.
+    stop = inputs(
+        np.zeros((T, 2)),
+        speed=0.0,
+        time_s=0.05,
+        percept=perception(LANE_BLOCKED, flags=("lane_closed",)),
+    )
+    view = guard.perceived_view(stop, stop.route_xy)
+    assert guard.trajectory_failures(stop.trajectory, stop, view) == {}
+    second = guard.check(stop)
+    assert second.reason == ReasonCode.LANE_PASS and "passing" in second.detail
+    # From a stand it is 4 s into the move (a lateral target 4.5 m left of where it began).
+    assert 4.0 < second.trajectory[-1, 1] <= 4.5 and np.all(np.diff(second.trajectory[:, 1]) >= 0)
+    # Nothing static in that lane for longer than keep_s (2 s) after it was last seen at
+    # 0.05 s (and remembered for 1 s after, blockage_memory_s): the planner drives again.
+    clear = dict(percept=perception(flags=("lane_closed",)), speed=0.0)
+    assert guard.check(inputs(np.zeros((T, 2)), time_s=2.0, **clear)).reason == (
+        ReasonCode.LANE_PASS
+    )
+    assert guard.check(inputs(np.zeros((T, 2)), time_s=3.1, **clear)).reason == (
+        ReasonCode.ACCEPTED
+    )

@@ -17,7 +17,7 @@ import yaml
 from test_training import config, write_dataset
 
 from agent.data.schema import INTENTS
-from agent.leaderboard_agent import VLMDriveAgent, get_entry_point
+from agent.leaderboard_agent import VLMDriveAgent, get_entry_point, load_agent_config
 from agent.reasoner.runtime import ReasonerRuntime
 from agent.reasoner.types import Reasoning
 from agent.safety.decision import ReasonCode
@@ -337,3 +337,18 @@ def test_the_guard_reads_the_reasonings_intent(route: Route) -> None:
     assert intent is not None and intent.shape == (len(INTENTS),)
     assert np.isclose(intent.sum(), 1.0, atol=1e-4)
     assert INTENTS[int(np.argmax(intent))] == route.agent.driver.intent
+
+
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).parents[2] / "configs").glob("agent*.yaml")), ids=str
+)
+def test_every_agent_config_in_the_repository_loads(config: Path) -> None:
+    """The shipped agent config and the README's measured variants stay valid (unknown keys
+    are errors) and name a checkpoint of this repository, or one a make target writes under
+    runs/ (`make train`: runs/round1, `make finetune`: runs/finetune-short)."""
+    cfg = load_agent_config(str(config))
+    repo = config.parents[1]
+    if Path(cfg.checkpoint).parts[0] == "runs":
+        assert str(cfg.checkpoint) in (repo / "Makefile").read_text()
+        return
+    assert (repo / cfg.checkpoint / "model.safetensors").is_file()

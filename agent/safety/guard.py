@@ -622,8 +622,9 @@ class SafetyGuard:
         (see `agent.safety.lane_pass`). A pass starts only when the chosen plan failed
         geometric checks alone (`ALTERNATIVE_REASONS`), one of them a static box on it
         within the hand-over distance (PATH_BLOCKED) and at least `min_start_gap_m` ahead,
-        and a construction / lane-closed / obstacle flag confirms the blockage; to the side
-        the intent head names, else left (right-hand traffic). (Starting on any static box on
+        and a construction / lane-closed / obstacle flag confirms the blockage, below
+        `max_start_speed_mps`; to the side the intent head names (with `intent_required`
+        false and no side named: left, right-hand traffic). (Starting on any static box on
         the plan, beyond the hand-over distance, did worse on accident_ahead_night: the
         false far boxes started passes that hit the crashed cars.) Once started it is
         driven instead of the planner's plans, accepted or not, until the lane it left is
@@ -638,13 +639,15 @@ class SafetyGuard:
         if not self._lane_pass.active:
             front_m = view.ego_size[0] / 2
             gaps = [c.ahead_m - front_m for c in self._blocking if c.kind == "static"]
+            named = self._named_side(inputs)
             if not (
                 gaps
                 and min(gaps) >= cfg.min_start_gap_m
+                and inputs.speed_mps < cfg.max_start_speed_mps
+                and (named is not None or not cfg.intent_required)
                 and self._flag_raised(inputs, STATIC_HAZARD_FLAGS)
             ):
                 return None
-            named = self._named_side(inputs)
             self._lane_pass.start(named[0] if named else 1.0, inputs.time_s)
             started = True
         trajectory = self._lane_pass.trajectory(

@@ -65,6 +65,12 @@ class LanePassConfig(BaseModel):
     behind_m: float = Field(3.0, ge=0.0)  # [m] (about the ego's rear half and a margin)
     ahead_m: float = Field(20.0, gt=0.0)  # [m]
     max_m: float = Field(80.0, gt=0.0)  # [m] ends after this much driving in any case
+    max_start_speed_mps: float = Field(8.0, gt=0.0)  # [m/s] starts only slower than this
+    # (29 km/h): a blockage the car has slowed for. Measured without it (suite_quick seed 0):
+    # highway_cut_in_rain_night started a pass at 13.3 m/s on false lane-closed flags and hit
+    # two vehicles (DS 56.9 -> 17.7)
+    intent_required: bool = True  # starts only when the intent head names the side
+    # (change_left / pass_opposite / change_right): that start also had intent keep_lane
     min_start_gap_m: float = Field(8.0, ge=0.0)  # [m] starts only with the blockage at least
     # this far ahead of the front bumper: from a stand closer behind it the move is too
     # sharp for the 4 m grid's boxes (measured: a pass from 3-5 m behind the crashed cars

@@ -1372,8 +1372,10 @@ def test_with_a_static_hazard_flag_the_blockage_is_kept_longer_when_configured()
 
 
 # ----------------------------------------------------------------------- lane pass
-# A static box across the ego's lane (both cells at x 16..20), 14.5 m ahead of the bumper.
-LANE_BLOCKED = [("static", 18.0, 2.0), ("static", 18.0, -2.0)]
+# A static box across the ego's lane (both cells at x 12..16), 10.5 m ahead of the bumper:
+# within the hand-over distance at 6 m/s, the speed a car has slowed to behind a blockage.
+LANE_BLOCKED = [("static", 14.0, 2.0), ("static", 14.0, -2.0)]
+PASS_SPEED = 6.0  # [m/s] below max_start_speed_mps
 
 
 def pass_guard(**lane_pass) -> SafetyGuard:
@@ -1381,11 +1383,13 @@ def pass_guard(**lane_pass) -> SafetyGuard:
     return SafetyGuard(config)
 
 
-def blocked(flags=("lane_closed",), cells=LANE_BLOCKED, intent=None, **kw) -> GuardInputs:
+def blocked(
+    flags=("lane_closed",), cells=LANE_BLOCKED, intent="change_left", speed=PASS_SPEED, **kw
+) -> GuardInputs:
     percept = perception(cells, flags=flags)
     if intent is not None:
         percept = dataclasses.replace(percept, intent=intent_probs(intent))
-    return inputs(straight(8.0), speed=8.0, percept=percept, **kw)
+    return inputs(straight(speed), speed=speed, percept=percept, **kw)
 
 
 def test_a_flagged_blockage_no_candidate_passes_is_passed_in_the_next_lane() -> None:
@@ -1399,7 +1403,7 @@ def test_a_flagged_blockage_no_candidate_passes_is_passed_in_the_next_lane() -> 
     assert np.all(np.diff(trajectory[:, 1]) >= -1e-9)  # moves left only
     assert not swept_contacts(trajectory, DT, guard.last_view, 0.4)
     # From the current speed towards the pass speed (4 m/s) at 1.5 m/s^2.
-    assert segment_speeds(trajectory, DT)[0] == pytest.approx(7.6, abs=0.2)
+    assert segment_speeds(trajectory, DT)[0] == pytest.approx(PASS_SPEED - 0.4, abs=0.2)
     assert segment_speeds(trajectory, DT)[-1] == pytest.approx(4.0, abs=0.1)
 
 
@@ -1408,8 +1412,10 @@ def test_a_flagged_blockage_no_candidate_passes_is_passed_in_the_next_lane() -> 
     [
         ("off by default", None, {}),
         ("no construction / lane-closed / obstacle flag", {}, {"flags": ()}),
-        ("blockage closer than min_start_gap_m", {"min_start_gap_m": 16.0}, {}),
-        ("the next lane is blocked too", {}, {"cells": [*LANE_BLOCKED, ("static", 18.0, 6.0)]}),
+        ("blockage closer than min_start_gap_m", {"min_start_gap_m": 12.0}, {}),
+        ("the next lane is blocked too", {}, {"cells": [*LANE_BLOCKED, ("static", 14.0, 6.0)]}),
+        ("no side named", {}, {"intent": "slow_down"}),
+        ("faster than max_start_speed_mps", {"max_start_speed_mps": 5.0}, {}),
         ("a red light besides", {}, {"flags": ("lane_closed",)}),
     ],
 )

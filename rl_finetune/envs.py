@@ -101,13 +101,15 @@ IMU_ID = "imu"
 SPEEDOMETER_ID = "speedometer"
 POLICY_DT_S = FIXED_DELTA_SECONDS * ACTION_REPEAT  # [s] 0.1: the policy acts at 10 Hz
 HISTORY_SPACING_S = HISTORY_STRIDE / SAMPLE_HZ  # [s] 0.5: the model's frame history spacing
-HISTORY_STEPS = int(round(HISTORY_SPACING_S / POLICY_DT_S))  # policy steps between frames
 
 
 def history_steps(action_repeat: int) -> int:
     """Policy steps between the model's history frames (0.5 s apart) when every action is
     held for `action_repeat` ticks; at least 1."""
     return max(1, int(round(HISTORY_SPACING_S / (FIXED_DELTA_SECONDS * action_repeat))))
+
+
+HISTORY_STEPS = history_steps(ACTION_REPEAT)  # policy steps between frames at 10 Hz
 
 
 _MAX_SEED = 2**31 - 1

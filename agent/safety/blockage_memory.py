@@ -37,7 +37,7 @@ import numpy as np
 
 from agent.rules import ObstacleView
 from agent.safety.contacts import Contact
-from agent.safety.trajectory import pose_along
+from agent.safety.trajectory import pose_along, rotation
 
 MERGE_M = 2.0  # [m] a blocking obstacle this close to a remembered one refreshes it (half a cell)
 MAX_ENTRIES = 8  # remembered boxes; the oldest go first
@@ -87,8 +87,7 @@ class BlockageMemory:
             driven = max(speed_mps, 0.0) * max(time_s - self._time_s, 0.0)
             if driven > 0.0:
                 offset, heading = pose_along(path, driven)
-                c, s = math.cos(heading), math.sin(heading)
-                to_new = np.array([[c, s], [-s, c]])  # rotates by -heading
+                to_new = rotation(-heading)
                 for entry in self._entries:
                     entry.xy = to_new @ (entry.xy - offset)
                     entry.yaw -= heading

@@ -100,8 +100,8 @@ Policies, and why:
   3 -> 2), route timeouts 5 -> 8. A first version that moved the boxes straight ahead
   instead of along the last trajectory scored 43.34 (collisions 58, timeouts 6): the same
   within the noise (paired 0.3 +- 1.3). Dead reckoning along the last trajectory took a
-  chord's direction at once, so a lane change's first chord turned the remembered boxes
-  by ~3 degrees per tick; it now turns gradually (`trajectory.pose_along`). Measured
+  chord's direction at once, so on a lane change's first tick the remembered boxes turned
+  by the whole ~12 degrees of its first chord; it now turns gradually (`trajectory.pose_along`). Measured
   (suite_quick, seeds 0-2, another day of the same machine): 43.55 -> 45.62 (paired
   +2.1 +- 1.7 SE), route timeouts 9 -> 5, guard on 41.5 -> 36.9 % of ticks, collisions
   49 -> 49. The layout collisions left are perception: in fog and
@@ -293,7 +293,7 @@ class GuardConfig(BaseModel):
     # light cycle: a red that long is a head stuck on a light it cannot read)
     view: PerceptionViewConfig = PerceptionViewConfig()
     lane_pass: LanePassConfig = LanePassConfig()  # the pass around a flagged blockage
-    # (see the docstring and `agent.safety.lane_pass`); `lane_pass: {enabled: false}` is off
+    # (see the docstring and `agent.safety.lane_pass`); off unless `lane_pass: {enabled: true}`
     creep_after_s: float = Field(6.0, gt=0.0)  # [s] held slow by the guard before creeping
     creep_speed_mps: float = Field(1.5, gt=0.0)  # [m/s] the crawl (5.4 km/h)
     creep_duration_s: float = Field(4.0, gt=0.0)  # [s] one creep episode

@@ -1,11 +1,11 @@
 """The lane pass: a move into the next lane around a standing blockage, for when neither
 the planner nor the perceived view can plan one.
 
-    lane_pass = LanePass(LanePassConfig())
+    lane_pass = LanePass(LanePassConfig(enabled=True))
     lane_pass.advance(time_s, speed_mps, last_trajectory)  # every tick, before the checks
-    if not lane_pass.active: lane_pass.start(side=+1.0, time_s)
+    lane_pass.observe(view, time_s)                        # ends it once the lane is clear
+    if not lane_pass.active: lane_pass.start(side=+1.0, time_s=time_s)
     trajectory = lane_pass.trajectory(speed_mps, num_poses, dt_s)   # ego frame
-    lane_pass.driven(time_s)                                # the guard chose to drive it
 
 Why. Behind an accident or a construction zone the expert moves into the next lane some
 25 m before the blockage. The learned planner was trained on that, but once the guard has
@@ -59,7 +59,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.rules import ObstacleView
-from agent.safety.trajectory import pose_along
+from agent.safety.trajectory import pose_along, rotation
 
 ENTRY_M = 5.0  # [m] the ego joins the pass's path from where it is over this distance
 ON_PATH_M = 0.1  # [m] a pose this close to the dense path (0.1 m spacing) lies on it
@@ -147,7 +147,7 @@ class LanePass:
         cfg = self.config
         static = np.array([kind == "static" for kind in view.obstacle_kind], dtype=bool)
         if static.any():
-            to_ref = _rotation(-self._ref_yaw)
+            to_ref = rotation(-self._ref_yaw)
             boxes = (to_ref @ (np.asarray(view.obstacle_xy)[static] - self._ref_xy).T).T
             ego_x = float((to_ref @ (-self._ref_xy))[0])
             in_lane = np.abs(boxes[:, 1]) < cfg.offset_m / 2.0
@@ -167,7 +167,7 @@ class LanePass:
             driven = max(speed_mps, 0.0) * max(time_s - self._time_s, 0.0)
             if driven > 0.0:
                 offset, heading = pose_along(self._followed(path), driven)
-                self._ref_xy = _rotation(-heading) @ (self._ref_xy - offset)
+                self._ref_xy = rotation(-heading) @ (self._ref_xy - offset)
                 self._ref_yaw -= heading
                 self._driven_m += driven
         self._time_s = time_s
@@ -187,7 +187,7 @@ class LanePass:
         if not self.active:
             raise RuntimeError("LanePass.trajectory needs a started pass")
         cfg = self.config
-        to_ref = _rotation(-self._ref_yaw)
+        to_ref = rotation(-self._ref_yaw)
         ego_xy = to_ref @ (-self._ref_xy)  # the ego in the reference frame
         # Timing first: how far along the path each pose lies.
         v = max(speed_mps, 0.0) if math.isfinite(speed_mps) else 0.0
@@ -211,7 +211,7 @@ class LanePass:
         poses_ref = np.stack(
             [np.interp(along, cum, path_ref[:, 0]), np.interp(along, cum, path_ref[:, 1])], 1
         )
-        to_ego = _rotation(self._ref_yaw)
+        to_ego = rotation(self._ref_yaw)
         self._dense = (to_ego @ path_ref.T).T + self._ref_xy
         return (to_ego @ poses_ref.T).T + self._ref_xy
 
@@ -236,9 +236,4 @@ class LanePass:
         return dense[1:] if float(gaps.max()) <= ON_PATH_M else path
 
 
-def _rotation(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s], [s, c]])
-
-
-__all__ = ["ON_PATH_M", "LanePass", "LanePassConfig"]
+__all__ = ["LanePass", "LanePassConfig"]

@@ -94,8 +94,8 @@ def pose_along(path: np.ndarray | None, distance_m: float) -> tuple[np.ndarray, 
     The position lies on the polyline. The heading is 0 (the ego's) at the origin and each
     segment's direction at the segment's middle, linear in distance between: a chord's
     direction is the path's tangent near the chord's middle, not at its start (taking the
-    chord's direction at once turned the ego by ~10 degrees per 5 cm on a lane change's
-    first chord)."""
+    chord's direction at once turned the ego by the whole ~12 degrees of a lane change's
+    first chord on the first tick)."""
     if path is None or not np.isfinite(path).all():
         return np.array([distance_m, 0.0]), 0.0
     points = np.concatenate([np.zeros((1, 2)), np.asarray(path, dtype=np.float64)])
@@ -112,3 +112,9 @@ def pose_along(path: np.ndarray | None, distance_m: float) -> tuple[np.ndarray, 
     middles = np.concatenate([[0.0], (along[:-1] + along[1:]) / 2.0])
     heading = float(np.interp(distance_m, middles, headings))
     return points[k] + direction * (distance_m - along[k]), heading
+
+
+def rotation(angle_rad: float) -> np.ndarray:
+    """(2, 2) the matrix rotating ego-frame vectors by `angle_rad` (counter-clockwise)."""
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    return np.array([[c, -s], [s, c]])

@@ -91,6 +91,7 @@ from agent.model.checkpoint import (
 from agent.model.drive_model import SPEED_SCALE_MPS, TARGET_SCALE_M, DriveInputs, DriveModel
 from agent.model.planner import TruncatedDiffusionPlanner
 from rl_finetune.config import POLICY_HZ, PolicyConfig
+from rl_finetune.frame_cache import FrameFeatureCache
 
 HISTORY_DT_S = 0.5  # [s] between the model's history frames (the dataset's spacing)
 HISTORY_STRIDE = round(HISTORY_DT_S * POLICY_HZ)  # policy steps between history frames
@@ -328,6 +329,9 @@ class PlannerPolicy(nn.Module):
             for p in model.parameters():
                 if id(p) not in scores:
                     p.requires_grad_(False)
+        # Acting reuses the frozen encoder's features of frames it has seen (an env's
+        # earlier history frame); cleared whenever weights are loaded.
+        self.frame_cache = None if self.cfg.train_encoder else FrameFeatureCache()
         t = model.cfg.planner.num_poses
         self.log_std = nn.Parameter(
             torch.full((t, 2), math.log(self.cfg.residual_std_m)),
@@ -390,24 +394,33 @@ class PlannerPolicy(nn.Module):
             reasoning=reasoning,
         )
 
-    def _encode(self, model: DriveModel, obs: PolicyObs) -> tuple[torch.Tensor, torch.Tensor]:
+    def _encode(
+        self, model: DriveModel, obs: PolicyObs, cache: FrameFeatureCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, L, d), pooled (B, d); a single frame is repeated as the history (its
-        features computed once)."""
+        features computed once). With `cache` (no gradients), frames encoded before — an
+        env's earlier history frame was its current frame `HISTORY_STRIDE` steps ago —
+        are looked up instead of encoded again."""
         enc = model.encoder
-        s = obs.image.shape[1]
+        b, s = obs.image.shape[:2]
         if obs.image.shape[2] != enc.cfg.cameras:
             raise ValueError(
                 f"PolicyObs.image has {obs.image.shape[2]} cameras, the model expects "
                 f"{enc.cfg.cameras}"
             )
+        if s not in (1, enc.steps):
+            raise ValueError(
+                f"PolicyObs.image has {s} history steps, the model expects {enc.steps} (or 1)"
+            )
+        if cache is not None:
+            frames = obs.image.reshape(b * s, *obs.image.shape[2:])
+            features = cache.features(frames, enc.encode_frames)
+            features = features.reshape(b, s, *features.shape[1:])
+            return enc.assemble(features.expand(-1, enc.steps, -1, -1, -1))
         if s == enc.steps:
             return enc(obs.image)
-        if s == 1:
-            current = enc.encode_frames(obs.image[:, 0])
-            return enc.assemble(current[:, None].expand(-1, enc.steps, -1, -1, -1))
-        raise ValueError(
-            f"PolicyObs.image has {s} history steps, the model expects {enc.steps} (or 1)"
-        )
+        current = enc.encode_frames(obs.image[:, 0])
+        return enc.assemble(current[:, None].expand(-1, enc.steps, -1, -1, -1))
 
     def _candidates(
         self, model: DriveModel, tokens: torch.Tensor, x: DriveInputs, noise: torch.Tensor
@@ -431,6 +444,7 @@ class PlannerPolicy(nn.Module):
         noise: torch.Tensor,
         encoder_grad: bool = True,
         encoded: Encoded | None = None,
+        frame_cache: FrameFeatureCache | None = None,
     ) -> _Forward:
         obs = obs.to(self.device)
         if encoded is not None:
@@ -440,7 +454,7 @@ class PlannerPolicy(nn.Module):
         else:
             grad = encoder_grad and self.cfg.train_encoder and torch.is_grad_enabled()
             with torch.set_grad_enabled(grad):
-                tokens, pooled = self._encode(self.model, obs)
+                tokens, pooled = self._encode(self.model, obs, None if grad else frame_cache)
             with torch.no_grad():
                 reasoning = self.model.distill(tokens)[0]
         x = self._inputs(obs, reasoning)
@@ -488,6 +502,13 @@ class PlannerPolicy(nn.Module):
         gaussian = (0.5 + 0.5 * _LOG_2PI + self.clamped_log_std()).sum()
         return categorical + gaussian
 
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """nn.Module.load_state_dict, and the cached frame features go (they were the old
+        encoder's)."""
+        if self.frame_cache is not None:
+            self.frame_cache.clear()
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     # -- the API -----------------------------------------------------------------------
 
     def act(
@@ -514,7 +535,7 @@ class PlannerPolicy(nn.Module):
         if noise is None:
             noise = draw_noise(self.model, b, generator)
         with torch.enable_grad():
-            f = self._forward(obs, noise, encoder_grad=False)
+            f = self._forward(obs, noise, encoder_grad=False, frame_cache=self.frame_cache)
         with torch.no_grad():
             f = _Forward(*(t.detach() for t in f))
             if deterministic:

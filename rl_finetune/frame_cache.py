@@ -26,8 +26,7 @@ DEFAULT_CAPACITY = 256  # frames (~64 KB of features each for the shipped encode
 
 def frame_key(frame: torch.Tensor) -> bytes:
     """A 128-bit digest of one frame's bytes (uint8, any shape) and its shape."""
-    data = frame.detach().cpu().contiguous().numpy()
-    digest = hashlib.blake2b(data.tobytes(), digest_size=16)
+    digest = hashlib.blake2b(frame.cpu().numpy().tobytes(), digest_size=16)
     digest.update(repr(tuple(frame.shape)).encode())
     return digest.digest()
 
@@ -55,12 +54,12 @@ class FrameFeatureCache:
         """Features of `frames` (N, ...) uint8: cached rows are looked up, the others go
         through `encode` as one batch (N', ...) -> (N', ...features) and are stored."""
         keys = [frame_key(f) for f in frames]
-        missing = [i for i, k in enumerate(keys) if k not in self._store]
-        # Duplicates within the batch (an env's first steps repeat its first frame)
-        # are encoded once.
+        # The first row of each frame not yet cached: a frame repeated within the batch
+        # (an env's history at the start of an episode) is encoded once.
         first: dict[bytes, int] = {}
-        for i in missing:
-            first.setdefault(keys[i], i)
+        for i, key in enumerate(keys):
+            if key not in self._store:
+                first.setdefault(key, i)
         if first:
             rows = list(first.values())
             encoded = encode(frames[rows])

@@ -417,7 +417,8 @@ class DrivingEnv(gymnasium.Env):
                 local = world_to_ego(world_wps, np.array([ego.x, ego.y]), ego.yaw)
                 control = self.tracker.control(local, ego.speed)
             before = status
-            self._last_data = self.sim.tick(control)
+            # Only the step's last frame is observed: the ticks in between skip the camera.
+            self.sim.tick(control, render=False)
             self._gt = self.sim.ground_truth()
             status = self.sim.route_status
             tick_events = self.sim.events
@@ -435,6 +436,7 @@ class DrivingEnv(gymnasium.Env):
                 totals[name] += value
             if status.ended:
                 break
+        self._last_data = self.sim.sensor_data()
         self._steps += 1
         self._episode_kinds += [e.kind for e in events]
         rewards = self.reward_config.weigh(totals)

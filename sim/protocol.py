@@ -33,8 +33,18 @@ class Simulator(Protocol):
     def setup_sensors(self, sensor_specs: list[dict], track: str = "SENSORS") -> list[SensorSpec]:
         """Validate Leaderboard sensor specs (raises SensorSpecError) and attach them."""
 
-    def tick(self, control: VehicleControl) -> SensorData:
-        """Apply `control`, advance 0.05 s, return `{id: (frame, data)}`."""
+    def tick(self, control: VehicleControl, render: bool = True) -> SensorData:
+        """Apply `control`, advance 0.05 s, return `{id: (frame, data)}`.
+
+        `render=False` says the caller will not look at this tick's camera images (a
+        policy acting at 10 Hz, an expert that stores every 10th frame): a backend may
+        leave the cameras out of the returned data (the embedded one does, and saves the
+        render); every other sensor reports as usual. `sensor_data()` still gives the
+        frame's images afterwards."""
+
+    def sensor_data(self) -> SensorData:
+        """The current frame's `{id: (frame, data)}`, cameras included, as `tick` returns
+        it with `render=True`; for a caller that ticked with `render=False`."""
 
     @property
     def frame(self) -> int: ...

@@ -189,6 +189,7 @@ class CarlaSimulator:
         self._time_s = 0.0
         self._events = []
         self._layout = None
+        self._last_data: SensorData | None = None  # the last tick's, for sensor_data()
         self.lane_invasions: list[str] = []  # lane markings the ego crossed in the last tick
 
     # ----------------------------------------------------------------- reset
@@ -415,7 +416,9 @@ class CarlaSimulator:
         self._ego_yaw = math.radians(transform.rotation.yaw)
         self._ego_speed = forward_speed(state.get_velocity(), transform.rotation)
 
-    def tick(self, control: Any) -> SensorData:
+    def tick(self, control: Any, render: bool = True) -> SensorData:
+        # `render` is ignored: the server renders the cameras whether or not anyone reads
+        # them, and their data must be drained by frame every tick anyway.
         if self._ego is None or self._spec is None or self._actors is None:
             raise RuntimeError("tick() before reset()")
         ctrl = VehicleControl.sanitized(control)
@@ -430,7 +433,7 @@ class CarlaSimulator:
         self._frame += 1
         self._time_s = self._frame * FIXED_DELTA_SECONDS
         self._read_ego(self.world.get_snapshot())
-        data = self._sensor_data(world_frame)
+        data = self._last_data = self._sensor_data(world_frame)
         lane = lane_query_at(self.map, self._ego_location)
         collisions = [collision_from(other, self._ego_xy) for other in self._collisions.drain()]
         self.lane_invasions = [m for crossed in self._invasions.drain() for m in crossed]
@@ -452,6 +455,11 @@ class CarlaSimulator:
         return data
 
     # ------------------------------------------------------------ protocol
+    def sensor_data(self) -> SensorData:
+        if self._last_data is None:
+            raise RuntimeError("sensor_data() before the first tick()")
+        return self._last_data
+
     @property
     def frame(self) -> int:
         return self._frame

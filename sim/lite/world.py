@@ -555,7 +555,7 @@ class LiteSimulator:
         return specs
 
     # ------------------------------------------------------------------ tick
-    def tick(self, control: Any) -> SensorData:
+    def tick(self, control: Any, render: bool = True) -> SensorData:
         if self._spec is None:
             raise RuntimeError("tick() before reset()")
         dt = FIXED_DELTA_SECONDS
@@ -598,7 +598,14 @@ class LiteSimulator:
             collisions,
             red_lights,
         )
-        return self._sensor_data()
+        return self._sensor_data(render)
+
+    def sensor_data(self) -> SensorData:
+        # The camera is a pure function of the world's current state (poses, weather,
+        # frame), so rendering after the tick gives the image the tick would have.
+        if self._spec is None:
+            raise RuntimeError("sensor_data() before reset()")
+        return self._sensor_data(render=True)
 
     def _decide(
         self, ego_xy: np.ndarray, npc_xy: np.ndarray, ped_xy: np.ndarray, progress: float
@@ -811,13 +818,15 @@ class LiteSimulator:
         d = np.abs(self._stop_line_centres - near_xy).max(axis=1)
         return [self._light_info(i) for i in np.nonzero(d < radius_m)[0].tolist()]
 
-    def _sensor_data(self) -> SensorData:
+    def _sensor_data(self, render: bool) -> SensorData:
         data: SensorData = {}
         if not self._sensors:
             return data
-        boxes = self.scene_boxes() if self._renderers else None
+        boxes = self.scene_boxes() if self._renderers and render else None
         for s in self._sensors:
             if s.type == CAMERA:
+                if not render:
+                    continue
                 img = self._renderers[s.id].render(
                     np.array([self.ego.x, self.ego.y]),
                     self.ego.yaw,

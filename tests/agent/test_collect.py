@@ -167,3 +167,33 @@ def test_a_stuck_expert_keeps_only_the_start_of_its_final_standstill() -> None:
     assert kept["time_s"][-1] == pytest.approx(20.0 + STUCK_KEEP_S)
     assert len(kept["speed_mps"]) == len(kept_perturbed) == int((20.0 + STUCK_KEEP_S) / 0.5) + 1
     assert kept_perturbed == perturbed[: len(kept_perturbed)]
+
+
+def test_rendering_only_the_stored_frames_changes_no_data(
+    suite: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The expert drives without the camera, so collect renders only the frames it stores;
+    rendering every tick (as before) gives the same dataset."""
+    from sim.lite.camera import CameraRenderer
+    from sim.lite.world import LiteSimulator
+
+    real_tick, real_render = LiteSimulator.tick, CameraRenderer.render
+    monkeypatch.setattr(
+        LiteSimulator, "tick", lambda self, control, render=True: real_tick(self, control)
+    )
+    collect(suite, 2, tmp_path / "every_tick", seed=3, progress=False)
+    a, b = load_shards(dataset), load_shards(tmp_path / "every_tick")
+    for name in FIELDS:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+    monkeypatch.setattr(LiteSimulator, "tick", real_tick)
+    renders: list[int] = []
+
+    def counting(self, ego_xy, ego_yaw_rad, boxes, weather, frame):
+        renders.append(frame)
+        return real_render(self, ego_xy, ego_yaw_rad, boxes, weather, frame)
+
+    monkeypatch.setattr(CameraRenderer, "render", counting)
+    collect(suite, 2, tmp_path / "stored_only", seed=3, progress=False)
+    assert renders and all(f % 10 == 0 for f in renders)  # stored frames (2 Hz) only
+    assert len(renders) >= len(a["episode"])

@@ -557,6 +557,8 @@ def test_reset_cleans_up_when_building_fails(
     assert len(client.batches) == 1
     with pytest.raises(RuntimeError, match="before reset"):
         sim.tick(VehicleControl())
+    with pytest.raises(RuntimeError, match="before the first tick"):
+        sim.sensor_data()
 
 
 def test_close_releases_the_server() -> None:
@@ -748,7 +750,8 @@ def test_server_reset_sensors_tick_and_close() -> None:
         assert len(gps) == len(plan) >= 2 and set(gps[0][0]) == {"lat", "lon", "z"}
         assert sim.route.length_m >= 0.9 * 120.0
         for _ in range(5):
-            data = sim.tick(VehicleControl(throttle=0.3))
+            data = sim.tick(VehicleControl(throttle=0.3), render=False)
+        assert sim.sensor_data() is data  # the server renders anyway: the data is the tick's
         assert sim.frame == 5 and sim.time_s == pytest.approx(0.25)
         frame, image = data["rgb_front"]
         assert frame == 5 and image.dtype == np.uint8 and image.shape == (128, 256, 4)

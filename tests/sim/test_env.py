@@ -311,6 +311,30 @@ def test_action_repeat_advances_that_many_ticks() -> None:
     assert env.sim.time_s - t0 == pytest.approx(0.1)
 
 
+def test_a_step_renders_the_camera_once_for_its_observed_frame(monkeypatch) -> None:
+    """With action_repeat 2 the first tick's camera frame is never observed: not rendered."""
+    from sim.lite.camera import CameraRenderer
+
+    env = _straight_env(action_repeat=2)
+    env.reset(seed=0)
+    renders: list[int] = []
+    real = CameraRenderer.render
+
+    def counting(self, ego_xy, ego_yaw_rad, boxes, weather, frame):
+        renders.append(frame)
+        return real(self, ego_xy, ego_yaw_rad, boxes, weather, frame)
+
+    monkeypatch.setattr(CameraRenderer, "render", counting)
+    for _ in range(3):
+        obs = env.step(np.array([0.5, 0.0, 0.0], np.float32))[0]
+        # The observation is the step's last frame, as an every-tick render would give it.
+        expected = env.sim.sensor_data()[SMALL_CAMERA[0]["id"]][1]
+        np.testing.assert_array_equal(obs[SMALL_CAMERA[0]["id"]], expected)
+    frames = renders[::2]  # each check above rendered once more
+    assert frames == [env.sim.frame - 4, env.sim.frame - 2, env.sim.frame]
+    assert len(renders) == 6
+
+
 def test_non_finite_actions_stop_safely() -> None:
     env = _straight_env()
     env.reset(seed=0)

@@ -268,3 +268,28 @@ def test_camera_frames_deterministic() -> None:
         frames.append(img)
     assert frames[0].tobytes() == frames[1].tobytes()
     assert frames[0].std() > 1.0  # not a blank image
+
+
+def test_a_tick_without_render_leaves_out_only_the_camera_and_sensor_data_renders_it() -> None:
+    """`tick(render=False)` then `sensor_data()` gives the images an ordinary tick gives."""
+    from sim.sensors import default_front_camera
+
+    spec = WorldSpec(town=SMALL, route=RouteSpec(length_m=150.0), num_vehicles=3, num_pedestrians=2)
+    sensors = [default_front_camera(96, 48)] + NON_CAMERA_SENSORS
+    rendered, skipped = LiteSimulator(), LiteSimulator()
+    for sim in (rendered, skipped):
+        sim.reset(spec, 2)
+        sim.setup_sensors(sensors)
+    for i, control in enumerate(_controls(12)):
+        full = rendered.tick(control)
+        partial = skipped.tick(control, render=i % 3 == 2)
+        if i % 3 != 2:
+            assert set(partial) == {"gps", "imu", "speed"}  # no camera this tick
+        later = skipped.sensor_data()
+        assert set(full) == set(partial) | {"rgb_front"} == set(later)
+        assert later["rgb_front"][0] == full["rgb_front"][0] == skipped.frame
+        assert later["rgb_front"][1].tobytes() == full["rgb_front"][1].tobytes()
+        np.testing.assert_array_equal(partial["gps"][1], full["gps"][1])
+        assert partial["speed"][1] == full["speed"][1]
+    with pytest.raises(RuntimeError, match="before reset"):
+        LiteSimulator().sensor_data()

@@ -8,7 +8,10 @@ with the shield on, exactly as `vlmdrive finetune` collects:
   process per env), the policy acting for all envs at once in this process (1 torch
   thread);
 - `ray, 2 workers`: `RayRollouts`, 2 actors with 1 env and a policy copy each, the weights
-  broadcast before the timed collect (local Ray, 2 CPUs).
+  broadcast before the timed collect (local Ray, 2 CPUs);
+- `ray, 2 workers x E envs` (`--ray-envs E ...`, default 4): each actor steps E envs in its
+  own process (a sync vector env) and acts for them in one batch, so the encoder and the
+  planner run once per step for E frames (`envs_per_worker`, the finetune config's `envs`).
 Every configuration first collects `--warmup` steps per env (process start, first resets,
 torch warm-up), then times `--steps` steps per env. The issue's goal is >= 500 steps/s
 aggregate on 2 cores.
@@ -67,7 +70,9 @@ def run_vector(checkpoint: Path, envs: int, steps: int, warmup: int) -> dict[str
     return {"config": f"vector, {envs} env{'s' if envs > 1 else ''}", **_rate(batch, seconds)}
 
 
-def run_ray(checkpoint: Path, workers: int, steps: int, warmup: int) -> dict[str, Any]:
+def run_ray(
+    checkpoint: Path, workers: int, steps: int, warmup: int, envs_per_worker: int = 1
+) -> dict[str, Any]:
     from rl_finetune.workers import RayRollouts, finetune_env_factory
 
     learner: RolloutPolicy = make_rollout_policy(str(checkpoint), None, seed=0)
@@ -84,6 +89,7 @@ def run_ray(checkpoint: Path, workers: int, steps: int, warmup: int) -> dict[str
         workers,
         factory,
         partial(make_rollout_policy, str(checkpoint.resolve()), None, 0),
+        envs_per_worker=envs_per_worker,
         num_cpus=workers,
     ) as rollouts:
         weights = rollout_weights(learner.policy)
@@ -91,7 +97,8 @@ def run_ray(checkpoint: Path, workers: int, steps: int, warmup: int) -> dict[str
         t = time.perf_counter()
         batch = rollouts.collect(weights, steps)
         seconds = time.perf_counter() - t
-    return {"config": f"ray, {workers} workers", **_rate(batch, seconds)}
+    name = f"ray, {workers} workers" + (f" x {envs_per_worker} envs" if envs_per_worker > 1 else "")
+    return {"config": name, **_rate(batch, seconds)}
 
 
 def main() -> None:
@@ -99,12 +106,23 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints/vlmdrive-tiny")
     parser.add_argument("--steps", type=int, default=128, help="timed policy steps per env")
     parser.add_argument("--warmup", type=int, default=8, help="untimed steps per env first")
-    parser.add_argument("--no-ray", action="store_true", help="skip the Ray configuration")
+    parser.add_argument("--no-ray", action="store_true", help="skip the Ray configurations")
+    parser.add_argument(
+        "--ray-envs",
+        type=int,
+        nargs="*",
+        default=[4],
+        help="also time 2 Ray workers with this many envs each (batched acting)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON only")
     args = parser.parse_args()
     rows = [run_vector(args.checkpoint, envs, args.steps, args.warmup) for envs in (1, 2)]
     if not args.no_ray:
         rows.append(run_ray(args.checkpoint, 2, args.steps, args.warmup))
+        for envs in args.ray_envs:
+            if envs < 1:
+                parser.error(f"--ray-envs: {envs} envs per worker, need >= 1")
+            rows.append(run_ray(args.checkpoint, 2, args.steps, args.warmup, envs))
     report = {
         "host": platform.node(),
         "cpus": os.cpu_count(),
@@ -120,9 +138,9 @@ def main() -> None:
         f"fine-tuning rollouts: env steps/s, camera + shield + policy in the loop, "
         f"{report['cpus']} cpus, load {report['load_avg_1m']} (goal >= 500 aggregate)"
     )
-    print(f"  {'configuration':<18} {'steps':>6} {'seconds':>8} {'steps/s':>8}")
+    print(f"  {'configuration':<26} {'steps':>6} {'seconds':>8} {'steps/s':>8}")
     for r in rows:
-        print(f"  {r['config']:<18} {r['steps']:>6} {r['seconds']:>8} {r['steps_per_s']:>8}")
+        print(f"  {r['config']:<26} {r['steps']:>6} {r['seconds']:>8} {r['steps_per_s']:>8}")
 
 
 if __name__ == "__main__":

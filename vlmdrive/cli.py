@@ -297,10 +297,11 @@ def scenario_export(
 
 
 def _register_subcommands() -> None:
-    from vlmdrive import cli_collect, cli_eval, cli_finetune, cli_report, cli_train
+    from vlmdrive import cli_collect, cli_compare, cli_eval, cli_finetune, cli_report, cli_train
 
     cli_eval.register(app)
     cli_report.register(app)
+    cli_compare.register(app)
     cli_collect.register(app)
     cli_train.register(app)
     cli_finetune.register(app)

@@ -36,6 +36,12 @@ def compare(
         ),
     ],
     top: Annotated[int, typer.Option("--top", help="Routes to list with the largest change.")] = 8,
+    by_scenario: Annotated[
+        bool,
+        typer.Option(
+            "--by-scenario", help="Also list each scenario's mean scores, largest loss first."
+        ),
+    ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the comparison as JSON here.")
     ] = None,
@@ -98,6 +104,21 @@ def compare(
                 f"{p.difference:+.1f}",
             )
         _out.print(changes)
+    if by_scenario:
+        scenarios = Table(title="by scenario (mean over seeds)", title_justify="left")
+        scenarios.add_column("scenario", overflow="fold")
+        scenarios.add_column("routes", justify="right")
+        for name in ("base", "cand", "diff"):
+            scenarios.add_column(name, justify="right")
+        for s in result.by_scenario():
+            scenarios.add_row(
+                s.scenario,
+                str(s.routes),
+                f"{s.baseline:.1f}",
+                f"{s.candidate:.1f}",
+                f"{s.difference:+.1f}",
+            )
+        _out.print(scenarios)
     if json_out is not None:
         try:
             json_out.parent.mkdir(parents=True, exist_ok=True)

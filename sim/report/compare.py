@@ -71,6 +71,21 @@ class SideSummary:
 
 
 @dataclass(frozen=True)
+class ScenarioChange:
+    """One scenario's mean Driving Score on each side, over its paired routes."""
+
+    scenario: str
+    routes: int
+    baseline: float  # [DS points] mean over the scenario's routes
+    candidate: float
+
+    @property
+    def difference(self) -> float:
+        """[DS points] candidate minus baseline."""
+        return self.candidate - self.baseline
+
+
+@dataclass(frozen=True)
 class Comparison:
     baseline: SideSummary
     candidate: SideSummary
@@ -85,6 +100,26 @@ class Comparison:
     def largest_changes(self, n: int) -> list[RoutePair]:
         """The n routes whose score changed most, largest change first."""
         return sorted(self.pairs, key=lambda p: -abs(p.difference))[:n]
+
+    def by_scenario(self) -> list[ScenarioChange]:
+        """Each scenario's mean scores over its routes (one per seed), largest loss first.
+
+        A suite runs each scenario once per seed, so this is where a candidate's gain or
+        loss comes from; its per-scenario numbers rest on a few routes each.
+        """
+        groups: dict[str, list[RoutePair]] = {}
+        for pair in self.pairs:
+            groups.setdefault(pair.scenario, []).append(pair)
+        changes = [
+            ScenarioChange(
+                scenario=name,
+                routes=len(pairs),
+                baseline=statistics.fmean(p.baseline.score_composed for p in pairs),
+                candidate=statistics.fmean(p.candidate.score_composed for p in pairs),
+            )
+            for name, pairs in groups.items()
+        ]
+        return sorted(changes, key=lambda c: (c.difference, c.scenario))
 
     def to_json(self) -> dict[str, Any]:
         def side(s: SideSummary) -> dict[str, Any]:
@@ -108,6 +143,15 @@ class Comparison:
             "better": self.better,
             "worse": self.worse,
             "same": self.same,
+            "scenarios": [
+                {
+                    "scenario": c.scenario,
+                    "routes": c.routes,
+                    "baseline": round(c.baseline, 4),
+                    "candidate": round(c.candidate, 4),
+                }
+                for c in self.by_scenario()
+            ],
             "pairs": [
                 {
                     "seed": p.seed,

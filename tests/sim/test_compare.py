@@ -157,3 +157,45 @@ def test_cli_bad_input_names_the_file(tmp_path: Path) -> None:
     empty.mkdir()
     run = CliRunner().invoke(app, ["compare", str(empty), "-a", str(bad)])
     assert run.exit_code == 2 and "holds no results JSON" in run.output
+
+
+def test_by_scenario_groups_the_seeds_of_each_scenario(tmp_path: Path) -> None:
+    names = ["fog_cut_in", "glare_cones"]
+    for seed, (base, cand) in enumerate(
+        [([40.0, 80.0], [50.0, 20.0]), ([60.0, 90.0], [90.0, 30.0])]
+    ):
+        _write(tmp_path / f"base/s{seed}.json", seed, base, scenarios=names)
+        _write(tmp_path / f"cand/s{seed}.json", seed, cand, scenarios=names)
+    result = compare([tmp_path / "base"], [tmp_path / "cand"])
+    changes = result.by_scenario()
+    # Largest loss first: glare_cones (80, 90 -> 20, 30) before fog_cut_in (40, 60 -> 50, 90).
+    assert [c.scenario for c in changes] == ["glare_cones", "fog_cut_in"]
+    assert [c.routes for c in changes] == [2, 2]
+    assert changes[0].baseline == pytest.approx(85.0) and changes[0].candidate == pytest.approx(
+        25.0
+    )
+    assert changes[1].difference == pytest.approx(20.0)
+    out = tmp_path / "cmp.json"
+    run = CliRunner().invoke(
+        app,
+        [
+            "compare",
+            str(tmp_path / "base"),
+            "-a",
+            str(tmp_path / "cand"),
+            "--by-scenario",
+            "--top",
+            "0",
+            "--json",
+            str(out),
+        ],
+    )
+    assert run.exit_code == 0, run.output
+    assert "by scenario" in run.output and "-60.0" in run.output and "+20.0" in run.output
+    scenarios = json.loads(out.read_text())["scenarios"]
+    assert scenarios[0] == {
+        "scenario": "glare_cones",
+        "routes": 2,
+        "baseline": 85.0,
+        "candidate": 25.0,
+    }

@@ -38,6 +38,8 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
     seed: 0                                 # diffusion noise
     safety:
       enabled: true                         # false: the planner drives unguarded
+      perception: model                     # ground_truth: perfect heads, an ablation
+                                            # (embedded simulator only)
       guard: {confidence_threshold: 0.1, ttc_threshold_s: 0.8, ...}  # agent/safety/guard.py
 
 Running it in CARLA's own Leaderboard: docs/leaderboard_agent.md.
@@ -45,6 +47,7 @@ Running it in CARLA's own Leaderboard: docs/leaderboard_agent.md.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -52,7 +55,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.model.config import ModelConfig
+from agent.model.config import ModelConfig, PerceptionConfig
 from agent.model_agent import (
     DEFAULT_CHECKPOINT,
     ModelAgentConfig,
@@ -73,10 +76,12 @@ from agent.safety import (
     route_from_targets,
 )
 from agent.safety.decision import GuardDecision
+from agent.safety.ground_truth_perception import GroundTruthPerception
 from scenarios.loader import load_typed_yaml
 from sim.agent_loading import AutonomousAgent, Track
 from sim.carla_compat import carla_available, to_carla_control
 from sim.control import VehicleControl
+from sim.data_provider import DataProvider
 from sim.sensors import default_sensor_suite
 
 log = logging.getLogger(__name__)
@@ -93,6 +98,9 @@ class SafetyConfig(BaseModel):
 
     enabled: bool = True
     guard: GuardConfig = GuardConfig()
+    # What the guard perceives with: the model's heads, or (an ablation on the embedded
+    # simulator only) perfect heads from ground truth (agent/safety/ground_truth_perception.py).
+    perception: Literal["model", "ground_truth"] = "model"
 
 
 class AgentConfig(BaseModel):
@@ -146,10 +154,16 @@ class VLMDriveAgent(AutonomousAgent):
         self.config = load_agent_config(path_to_conf_file)
         self.driver = ModelDriver(self.config.model_config_())
         self.guard: SafetyGuard | None = None
+        self.oracle: GroundTruthPerception | None = None
         if self.config.safety.enabled:
             self.guard = SafetyGuard(
                 self.config.safety.guard, grid=self.driver.model.cfg.perception
             )
+        if self.config.safety.perception == "ground_truth":
+            self.oracle = _ground_truth_perception(
+                self.config, path_to_conf_file, self.driver.model.cfg.perception
+            )
+            self.oracle_simulator = DataProvider.simulator()
         self.counter = InterventionCounter()
         self.vlm_watch = VLMWatch()
         self.num_poses = self.driver.model.cfg.planner.num_poses
@@ -225,13 +239,31 @@ class VLMDriveAgent(AutonomousAgent):
             return GuardDecision(np.zeros((self.num_poses, 2)), code, (code,), "emergency_stop")
         runtime = self.driver.runtime
         vlm = None if runtime is None else self.vlm_watch.update(runtime.status())
-        return self.guard.check(
-            guard_inputs(step, image, speed, time_s, self.driver.model.cfg, error=error, vlm=vlm)
-        )
+        inputs = guard_inputs(step, image, speed, time_s, self.driver.model.cfg, error, vlm)
+        if self.oracle is not None and step is not None:  # the ablation: perfect heads
+            inputs = dataclasses.replace(
+                inputs, perception=self.oracle.outputs(self.oracle_simulator)
+            )
+        return self.guard.check(inputs)
 
     def destroy(self) -> None:
         if hasattr(self, "driver"):
             self.driver.close()
+
+
+def _ground_truth_perception(
+    config: AgentConfig, path: str, grid: PerceptionConfig
+) -> GroundTruthPerception:
+    """The ablation's perception, or a clear error where it cannot run."""
+    where = f"agent config {path or '(defaults)'}: safety.perception: ground_truth"
+    if not config.safety.enabled:
+        raise ValueError(f"{where} replaces the guard's perception, but safety.enabled is false")
+    if not DataProvider.registered():
+        raise ValueError(
+            f"{where} reads the embedded simulator's ground truth, and none is registered "
+            "(it runs under `vlmdrive eval` on the embedded simulator, not in CARLA)"
+        )
+    return GroundTruthPerception(grid)
 
 
 def guard_inputs(

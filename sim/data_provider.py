@@ -3,7 +3,9 @@
 A Leaderboard agent only receives sensor data through `run_step`. Privileged agents
 (the expert, data collectors, the RL shield) reach the simulator the same way they do in
 CARLA: through a process-wide provider the evaluation harness (or env) sets before the
-route starts and clears after it. Nothing on the model's inference path may call this.
+route starts and clears after it. Nothing on the model's inference path may call this
+(the one opt-in exception is an ablation, the guard's ground-truth perception:
+agent/safety/ground_truth_perception.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ class DataProvider:
     @classmethod
     def set_simulator(cls, simulator: Simulator | None) -> None:
         cls._simulator = simulator
+
+    @classmethod
+    def registered(cls) -> bool:
+        """Whether a harness has registered a simulator (only the embedded one does)."""
+        return cls._simulator is not None
 
     @classmethod
     def simulator(cls) -> Simulator:

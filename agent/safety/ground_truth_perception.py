@@ -1,0 +1,85 @@
+"""Ground-truth perception for the safety guard: an ablation, embedded simulator only.
+
+    perception = GroundTruthPerception(model.cfg.perception)
+    outputs = perception.outputs(DataProvider.simulator())   # a PerceptionOutputs
+
+What it answers. The guarded agent scores about half the expert's Driving Score, and the
+notes blame the perception heads (cones missed under glare, a 4 m grid that holds the car
+behind the next lane's cones, construction flags raised in the rain). How much of the gap
+would perfect heads close? Replace the heads' outputs, and only those, by what they are
+trained to predict, computed from the simulator's ground truth exactly as the training
+labels are (`agent.data.labels.label_frame`, `agent.model.losses.bev_targets` /
+`bev_spans`), and drive the same planner and guard: the difference to the model's own
+perception is what better perception can buy at most with this grid; what remains to the
+expert is the planner's and the guard's.
+
+What it gives, per tick, in the layout of `PerceptionOutputs`:
+- occupancy: the BEV cells each class's true boxes touch (0 / 1), on the model's grid;
+  spans only when the model has a span head (so the guard reads what that model could);
+- light: the governing light's state, one-hot;
+- flags: the edge-case flags, 0 / 1, from the labeller, with the expert's plan of the tick
+  (the labeller's lane-closed flag and intent read it, as during data collection);
+- intent: the expert's manoeuvre, one-hot.
+The labeller's memory (standing vehicles, lead accelerations) is carried at the dataset's
+2 Hz, as during collection, so the labels mean what they mean in the training data.
+
+Not for CARLA: it reads `sim.data_provider.DataProvider`, which only the embedded
+simulator's harness sets (a Leaderboard agent has no ground truth). The agent refuses the
+setting at setup when no simulator is registered.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from agent.data.labels import LabelMemory, label_frame
+from agent.data.schema import INTENTS, LIGHT_STATES, SAMPLE_HZ
+from agent.model.config import PerceptionConfig
+from agent.model.losses import bev_spans, bev_targets
+from agent.rules import RulePlanner, RulesConfig, view_from_ground_truth
+from agent.safety.perception_view import PerceptionOutputs
+
+MEMORY_PERIOD_S = 1.0 / SAMPLE_HZ  # [s] the labeller's memory is carried at the dataset's rate
+
+
+class GroundTruthPerception:
+    """Perfect perception heads from the simulator (see the module docstring)."""
+
+    def __init__(self, grid: PerceptionConfig, rules: RulesConfig | None = None) -> None:
+        self.grid = grid
+        self.planner = RulePlanner(rules or RulesConfig())  # the expert's plan, for the labels
+        self._memory: LabelMemory | None = None
+
+    def reset(self) -> None:
+        """Forget the route (a new route starts a new memory and plan)."""
+        self.planner.reset()
+        self._memory = None
+
+    def outputs(self, simulator) -> PerceptionOutputs:
+        """This tick's perception outputs from `simulator`'s ground truth."""
+        gt = simulator.ground_truth()
+        view = view_from_ground_truth(
+            gt, simulator.route, simulator.lane_layout(), simulator.speed_limit_at
+        )
+        plan = self.planner.plan(view, gt.time_s)
+        labels = label_frame(view, plan, gt, self._memory)
+        if self._memory is None or gt.time_s - self._memory.time_s >= MEMORY_PERIOD_S - 1e-6:
+            self._memory = LabelMemory.of(gt, self._memory)
+        rows = torch.from_numpy(labels.obstacles)[None]
+        mask = torch.from_numpy(labels.obstacle_mask)[None]
+        occupancy = bev_targets(self.grid, rows, mask)[0].numpy()
+        span = bev_spans(self.grid, rows, mask)[0].numpy() if self.grid.bev_span else None
+        return PerceptionOutputs(
+            occupancy=occupancy,
+            light=_one_hot(labels.light_state, len(LIGHT_STATES)),
+            flags=labels.flags.astype(np.float64),
+            intent=_one_hot(labels.intent, len(INTENTS)),
+            span=span,
+        )
+
+
+def _one_hot(index: int, size: int) -> np.ndarray:
+    out = np.zeros(size)
+    out[index] = 1.0
+    return out

@@ -1,0 +1,127 @@
+"""The guard's ground-truth perception (the perfect-heads ablation): what it marks on a
+scripted construction route, and the agent setting that turns it on (refused where no
+embedded simulator is registered)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_leaderboard_agent import agent_config, checkpoint  # noqa: F401 (fixture)
+
+from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
+from agent.expert import ExpertDriver
+from agent.leaderboard_agent import VLMDriveAgent
+from agent.model.config import PerceptionConfig
+from agent.safety.ground_truth_perception import GroundTruthPerception
+from scenarios.compile import compile_scenario
+from scenarios.loader import load_scenario
+from scenarios.sampler import sample
+from sim.control import VehicleControl
+from sim.data_provider import DataProvider
+from sim.evaluate import agent_global_plan
+from sim.geometry import world_to_ego
+from sim.lite.world import LiteSimulator
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "scenarios/library/train/construction_left_clear.yaml"
+
+
+def _simulator() -> LiteSimulator:
+    sim = LiteSimulator()
+    spec = compile_scenario(sample(load_scenario(SCENARIO), n=1)[0], str(SCENARIO))
+    sim.reset(spec, 0)
+    return sim
+
+
+def _ego_frame(sim: LiteSimulator, x: float, y: float) -> tuple[float, float]:
+    """World (x, y) in the ego frame (x forward, y left)."""
+    ego = sim.ground_truth().ego
+    forward, left = world_to_ego(np.array([x, y]), np.array([ego.x, ego.y]), ego.yaw)
+    return float(forward), float(left)
+
+
+def test_props_fill_their_cells_and_the_flags_are_the_labels() -> None:
+    sim = _simulator()
+    grid = PerceptionConfig()
+    perception = GroundTruthPerception(grid)
+    static = grid.bev_classes.index("static")
+    xs, ys = grid.cell_centres()
+    length, width = grid.cell_size
+    seen_construction = False
+    props_checked = 0
+    expert = ExpertDriver()  # drives the route up to and past its construction zone
+    control = VehicleControl()
+    for tick in range(800):
+        sim.tick(control)
+        control = expert.step(sim)
+        if tick % 20:
+            continue
+        out = perception.outputs(sim)
+        assert set(np.unique(out.occupancy)) <= {0.0, 1.0}
+        assert out.light.sum() == 1.0 and out.light.shape == (len(LIGHT_STATES),)
+        assert out.intent is not None and out.intent.sum() == 1.0
+        assert out.intent.shape == (len(INTENTS),) and out.span is None
+        # Every prop inside the grid (away from cell borders) fills its own cell.
+        for prop in sim.ground_truth().props:
+            px, py = _ego_frame(sim, prop.x, prop.y)
+            r, c = np.argmin(np.abs(xs - px)), np.argmin(np.abs(ys - py))
+            if abs(xs[r] - px) < length / 2 - 0.5 and abs(ys[c] - py) < width / 2 - 0.5:
+                assert out.occupancy[static, r, c] == 1.0, (tick, prop.type_id, px, py)
+                props_checked += 1
+        flags = dict(zip(FLAGS, out.flags, strict=True))
+        seen_construction |= flags["construction"] == 1.0
+        assert flags["rain"] == 0.0 and flags["fog"] == 0.0  # a clear day
+    assert seen_construction  # the route drives up to its construction zone
+    assert props_checked >= 5
+
+
+def test_the_guard_reads_ground_truth_when_asked(checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    sim = _simulator()
+    agent = VLMDriveAgent("localhost", 2000, False)
+    agent.set_global_plan(*agent_global_plan(agent, sim))
+    cfg = agent_config(tmp_path, checkpoint, safety={"enabled": True, "perception": "ground_truth"})
+    DataProvider.set_simulator(sim)
+    try:
+        agent.setup(str(cfg))
+        sim.setup_sensors(agent.sensors())
+        seen = []
+        check = agent.guard.check
+        agent.guard.check = lambda inputs: seen.append(inputs) or check(inputs)
+        control = VehicleControl()
+        for _ in range(3):
+            data = sim.tick(control)
+            control = VehicleControl.sanitized(agent.run_step(data, sim.time_s))
+        expected = GroundTruthPerception(agent.driver.model.cfg.perception).outputs(sim)
+        got = seen[-1].perception
+        np.testing.assert_array_equal(got.occupancy, expected.occupancy)
+        np.testing.assert_array_equal(got.flags, expected.flags)
+        np.testing.assert_array_equal(got.light, expected.light)
+        # The planner still drives from the model: the trajectory is the model's.
+        assert seen[-1].trajectory.shape == (agent.num_poses, 2)
+    finally:
+        DataProvider.set_simulator(None)
+        agent.destroy()
+        sim.close()
+
+
+@pytest.mark.parametrize(
+    ("safety", "message"),
+    [
+        ({"enabled": True, "perception": "ground_truth"}, "none is registered"),
+        ({"enabled": False, "perception": "ground_truth"}, "safety.enabled is false"),
+    ],
+)
+def test_ground_truth_perception_is_refused_where_it_cannot_run(
+    checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+    safety: dict,
+    message: str,
+) -> None:
+    DataProvider.set_simulator(None)  # as in CARLA: no ground truth
+    agent = VLMDriveAgent("localhost", 2000, False)
+    cfg = agent_config(tmp_path, checkpoint, safety=safety)
+    with pytest.raises(ValueError, match="safety.perception: ground_truth") as info:
+        agent.setup(str(cfg))
+    assert message in str(info.value) and str(cfg) in str(info.value)

@@ -38,8 +38,8 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
     seed: 0                                 # diffusion noise
     safety:
       enabled: true                         # false: the planner drives unguarded
-      perception: model                     # ground_truth: perfect heads, an ablation
-                                            # (embedded simulator only)
+      perception: model                     # ground_truth(_span): perfect heads, an
+                                            # ablation (embedded simulator only)
       guard: {confidence_threshold: 0.1, ttc_threshold_s: 0.8, ...}  # agent/safety/guard.py
 
 Running it in CARLA's own Leaderboard: docs/leaderboard_agent.md.
@@ -99,8 +99,9 @@ class SafetyConfig(BaseModel):
     enabled: bool = True
     guard: GuardConfig = GuardConfig()
     # What the guard perceives with: the model's heads, or (an ablation on the embedded
-    # simulator only) perfect heads from ground truth (agent/safety/ground_truth_perception.py).
-    perception: Literal["model", "ground_truth"] = "model"
+    # simulator only) perfect heads from ground truth, with perfect spans too in
+    # `ground_truth_span` (agent/safety/ground_truth_perception.py).
+    perception: Literal["model", "ground_truth", "ground_truth_span"] = "model"
 
 
 class AgentConfig(BaseModel):
@@ -159,7 +160,7 @@ class VLMDriveAgent(AutonomousAgent):
             self.guard = SafetyGuard(
                 self.config.safety.guard, grid=self.driver.model.cfg.perception
             )
-        if self.config.safety.perception == "ground_truth":
+        if self.config.safety.perception != "model":
             self.oracle = _ground_truth_perception(
                 self.config, path_to_conf_file, self.driver.model.cfg.perception
             )
@@ -255,7 +256,7 @@ def _ground_truth_perception(
     config: AgentConfig, path: str, grid: PerceptionConfig
 ) -> GroundTruthPerception:
     """The ablation's perception, or a clear error where it cannot run."""
-    where = f"agent config {path or '(defaults)'}: safety.perception: ground_truth"
+    where = f"agent config {path or '(defaults)'}: safety.perception: {config.safety.perception}"
     if not config.safety.enabled:
         raise ValueError(f"{where} replaces the guard's perception, but safety.enabled is false")
     if not DataProvider.registered():
@@ -263,7 +264,7 @@ def _ground_truth_perception(
             f"{where} reads the embedded simulator's ground truth, and none is registered "
             "(it runs under `vlmdrive eval` on the embedded simulator, not in CARLA)"
         )
-    return GroundTruthPerception(grid)
+    return GroundTruthPerception(grid, spans=config.safety.perception == "ground_truth_span")
 
 
 def guard_inputs(

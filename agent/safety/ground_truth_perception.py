@@ -15,7 +15,8 @@ expert is the planner's and the guard's.
 
 What it gives, per tick, in the layout of `PerceptionOutputs`:
 - occupancy: the BEV cells each class's true boxes touch (0 / 1), on the model's grid;
-  spans only when the model has a span head (so the guard reads what that model could);
+  spans (where across each cell the objects lie) when the model has a span head, or when
+  asked (`spans=True`: what a perfect span head would add to this model);
 - light: the governing light's state, one-hot;
 - flags: the edge-case flags, 0 / 1, from the labeller, with the expert's plan of the tick
   (the labeller's lane-closed flag and intent read it, as during data collection);
@@ -46,8 +47,11 @@ MEMORY_PERIOD_S = 1.0 / SAMPLE_HZ  # [s] the labeller's memory is carried at the
 class GroundTruthPerception:
     """Perfect perception heads from the simulator (see the module docstring)."""
 
-    def __init__(self, grid: PerceptionConfig, rules: RulesConfig | None = None) -> None:
+    def __init__(
+        self, grid: PerceptionConfig, rules: RulesConfig | None = None, spans: bool = False
+    ) -> None:
         self.grid = grid
+        self.spans = spans or grid.bev_span
         self.planner = RulePlanner(rules or RulesConfig())  # the expert's plan, for the labels
         self._memory: LabelMemory | None = None
 
@@ -69,7 +73,7 @@ class GroundTruthPerception:
         rows = torch.from_numpy(labels.obstacles)[None]
         mask = torch.from_numpy(labels.obstacle_mask)[None]
         occupancy = bev_targets(self.grid, rows, mask)[0].numpy()
-        span = bev_spans(self.grid, rows, mask)[0].numpy() if self.grid.bev_span else None
+        span = bev_spans(self.grid, rows, mask)[0].numpy() if self.spans else None
         return PerceptionOutputs(
             occupancy=occupancy,
             light=_one_hot(labels.light_state, len(LIGHT_STATES)),

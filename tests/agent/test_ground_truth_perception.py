@@ -125,3 +125,31 @@ def test_ground_truth_perception_is_refused_where_it_cannot_run(
     with pytest.raises(ValueError, match="safety.perception: ground_truth") as info:
         agent.setup(str(cfg))
     assert message in str(info.value) and str(cfg) in str(info.value)
+
+
+def test_spans_on_request_say_where_across_the_cell_a_prop_lies() -> None:
+    sim = _simulator()
+    grid = PerceptionConfig()
+    static = grid.bev_classes.index("static")
+    xs, ys = grid.cell_centres()
+    width = grid.cell_size[1]
+    expert, control = ExpertDriver(), VehicleControl()
+    checked = 0
+    for tick in range(800):
+        sim.tick(control)
+        control = expert.step(sim)
+        if tick % 20:
+            continue
+        out = GroundTruthPerception(grid, spans=True).outputs(sim)
+        assert out.span is not None and out.span.shape == (3, 2, *grid.bev_shape)
+        for prop in sim.ground_truth().props:
+            px, py = _ego_frame(sim, prop.x, prop.y)
+            r, c = np.argmin(np.abs(xs - px)), np.argmin(np.abs(ys - py))
+            if abs(xs[r] - px) > 1.5 or abs(ys[c] - py) > 1.5:
+                continue
+            lo, hi = out.span[static, :, r, c]
+            # The span's fractions of the cell's width (0 = its right edge) hold the prop.
+            right = ys[c] - width / 2
+            assert right + lo * width - 0.05 <= py <= right + hi * width + 0.05
+            checked += 1
+    assert checked >= 5

@@ -36,6 +36,8 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
     device: cpu                             # torch device of the driving model
     threads: 1                              # torch threads of the control step
     seed: 0                                 # diffusion noise
+    planner: model                          # expert: the rules' plan on ground truth, an
+                                            # ablation (embedded simulator only)
     safety:
       enabled: true                         # false: the planner drives unguarded
       perception: model                     # ground_truth(_span): perfect heads, an
@@ -63,6 +65,7 @@ from agent.model_agent import (
     ModelStep,
     latency_needs_async,
 )
+from agent.rules import RulePlanner, RulesConfig, view_from_ground_truth
 from agent.safety import (
     GuardConfig,
     GuardInputs,
@@ -119,6 +122,10 @@ class AgentConfig(BaseModel):
     device: str = "cpu"
     threads: int = Field(1, ge=1)
     seed: int = 0
+    # Whose trajectory the guard checks: the model's planner, or (an ablation on the embedded
+    # simulator only) the expert's rules on ground truth, the model still running for the
+    # guard's perception (see `_ExpertPlans`).
+    planner: Literal["model", "expert"] = "model"
     safety: SafetyConfig = SafetyConfig()
 
     _latency_needs_async = field_validator("vlm_latency_s")(latency_needs_async)
@@ -160,6 +167,9 @@ class VLMDriveAgent(AutonomousAgent):
             self.guard = SafetyGuard(
                 self.config.safety.guard, grid=self.driver.model.cfg.perception
             )
+        self.expert_plans: _ExpertPlans | None = None
+        if self.config.planner == "expert":
+            self.expert_plans = _ExpertPlans(path_to_conf_file)
         if self.config.safety.perception != "model":
             self.oracle = _ground_truth_perception(
                 self.config, path_to_conf_file, self.driver.model.cfg.perception
@@ -206,6 +216,8 @@ class VLMDriveAgent(AutonomousAgent):
                 gnss = np.asarray(input_data["gps"][1], dtype=np.float64)
                 compass = float(np.asarray(input_data["imu"][1])[-1])
                 step = self.driver.infer(image, speed, gnss, compass, time_s)
+                if self.expert_plans is not None:  # the ablation: the expert's plan
+                    step = self.expert_plans.replace(step)
             except Exception as exc:  # the guard turns a broken model into a stop
                 error = self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("model step failed at t=%.2f s: the guard stops", time_s)
@@ -250,6 +262,32 @@ class VLMDriveAgent(AutonomousAgent):
     def destroy(self) -> None:
         if hasattr(self, "driver"):
             self.driver.close()
+
+
+class _ExpertPlans:
+    """The planner ablation (`planner: expert`): each tick the model's chosen trajectory is
+    replaced by the expert's plan (the rules on the simulator's ground truth, as
+    `agent.expert` drives), at full confidence; the model's candidates, perception and
+    reasoning stay, so the guard runs as usual. Model planner vs expert planner under the
+    same guard tells how much of the gap to the expert is the learned planner's."""
+
+    def __init__(self, path: str) -> None:
+        if not DataProvider.registered():
+            raise ValueError(
+                f"agent config {path or '(defaults)'}: planner: expert reads the embedded "
+                "simulator's ground truth, and none is registered (it runs under "
+                "`vlmdrive eval` on the embedded simulator, not in CARLA)"
+            )
+        self.simulator = DataProvider.simulator()
+        self.planner = RulePlanner(RulesConfig())
+
+    def replace(self, step: ModelStep) -> ModelStep:
+        sim = self.simulator
+        gt = sim.ground_truth()
+        view = view_from_ground_truth(gt, sim.route, sim.lane_layout(), sim.speed_limit_at)
+        plan = self.planner.plan(view, gt.time_s)
+        trajectory = plan.trajectory[: len(step.trajectory)].astype(step.trajectory.dtype)
+        return dataclasses.replace(step, trajectory=trajectory, confidence=1.0)
 
 
 def _ground_truth_perception(

@@ -1,6 +1,7 @@
-"""The guard's ground-truth perception (the perfect-heads ablation): what it marks on a
-scripted construction route, and the agent setting that turns it on (refused where no
-embedded simulator is registered)."""
+"""The agent's ablations on the embedded simulator: the guard's ground-truth perception
+(perfect heads: what it marks on a construction route, the setting that turns it on) and
+the expert planner (the guard checks the rules' plan); both refused where no embedded
+simulator is registered."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
 from agent.expert import ExpertDriver
 from agent.leaderboard_agent import VLMDriveAgent
 from agent.model.config import PerceptionConfig
+from agent.rules import RulePlanner, RulesConfig, view_from_ground_truth
 from agent.safety.ground_truth_perception import GroundTruthPerception
 from scenarios.compile import compile_scenario
 from scenarios.loader import load_scenario
@@ -153,3 +155,40 @@ def test_spans_on_request_say_where_across_the_cell_a_prop_lies() -> None:
             assert right + lo * width - 0.05 <= py <= right + hi * width + 0.05
             checked += 1
     assert checked >= 5
+
+
+def test_the_expert_planner_ablation_hands_the_guard_the_rules_plan(
+    checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """`planner: expert`: the guard checks the expert's plan of the tick (at full
+    confidence), while the model still runs for its perception."""
+    sim = _simulator()
+    agent = VLMDriveAgent("localhost", 2000, False)
+    agent.set_global_plan(*agent_global_plan(agent, sim))
+    cfg = agent_config(tmp_path, checkpoint, planner="expert")
+    DataProvider.set_simulator(sim)
+    try:
+        agent.setup(str(cfg))
+        sim.setup_sensors(agent.sensors())
+        seen = []
+        check = agent.guard.check
+        agent.guard.check = lambda inputs: seen.append(inputs) or check(inputs)
+        reference = RulePlanner(RulesConfig())  # an expert planning the same ticks
+        control = VehicleControl()
+        for _ in range(30):
+            data = sim.tick(control)
+            gt = sim.ground_truth()
+            view = view_from_ground_truth(gt, sim.route, sim.lane_layout(), sim.speed_limit_at)
+            expected = reference.plan(view, gt.time_s).trajectory
+            control = VehicleControl.sanitized(agent.run_step(data, sim.time_s))
+            np.testing.assert_allclose(seen[-1].trajectory, expected[: agent.num_poses])
+            assert seen[-1].confidence == 1.0
+            assert seen[-1].perception.occupancy.max() < 1.0 + 1e-9  # the model's heads
+    finally:
+        DataProvider.set_simulator(None)
+        agent.destroy()
+        sim.close()
+    DataProvider.set_simulator(None)
+    with pytest.raises(ValueError, match="planner: expert reads the embedded simulator"):
+        VLMDriveAgent("localhost", 2000, False).setup(str(cfg))

@@ -11,15 +11,17 @@ Agent config (YAML, optional): `rules: {<RulesConfig field>: value}`, `cameras: 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
-from agent.rules import Plan, RulePlanner, RulesConfig, view_from_ground_truth
+from agent.rules import ObstacleView, Plan, RulePlanner, RulesConfig, view_from_ground_truth
 from sim.agent_loading import AutonomousAgent, Track
 from sim.control import VehicleControl
 from sim.data_provider import DataProvider
+from sim.ground_truth import GroundTruth
 from sim.sensors import default_sensor_suite
 from sim.tracking import WaypointTracker
 
@@ -28,27 +30,45 @@ def get_entry_point() -> str:
     return "ExpertAgent"
 
 
+@dataclass(frozen=True)
+class ExpertObservation:
+    """One tick as the expert sees it: the ground truth, its obstacle view and its plan."""
+
+    gt: GroundTruth
+    view: ObstacleView
+    plan: Plan
+
+
 class ExpertDriver:
     """Ground truth -> plan -> control, for one route of one simulator."""
 
     def __init__(self, config: RulesConfig | None = None) -> None:
         self.planner = RulePlanner(config or RulesConfig())
         self.tracker = WaypointTracker()
-        self.last_plan: Plan | None = None
+        self.last_seen: ExpertObservation | None = None  # the last tick's observation
+
+    @property
+    def last_plan(self) -> Plan | None:
+        return None if self.last_seen is None else self.last_seen.plan
 
     def reset(self) -> None:
         self.planner.reset()
         self.tracker.reset()
-        self.last_plan = None
+        self.last_seen = None
 
-    def step(self, simulator) -> VehicleControl:
+    def observe(self, simulator) -> ExpertObservation:
+        """Plan this tick from `simulator`'s ground truth (once per tick: the planner keeps
+        state between ticks)."""
         gt = simulator.ground_truth()
         view = view_from_ground_truth(
             gt, simulator.route, simulator.lane_layout(), simulator.speed_limit_at
         )
-        plan = self.planner.plan(view, gt.time_s)
-        self.last_plan = plan
-        return self.tracker.control(plan.trajectory, view.speed_mps)
+        self.last_seen = ExpertObservation(gt, view, self.planner.plan(view, gt.time_s))
+        return self.last_seen
+
+    def step(self, simulator) -> VehicleControl:
+        seen = self.observe(simulator)
+        return self.tracker.control(seen.plan.trajectory, seen.view.speed_mps)
 
 
 class ExpertAgent(AutonomousAgent):

@@ -57,6 +57,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from agent.expert import ExpertDriver, ExpertObservation
 from agent.model.config import ModelConfig, PerceptionConfig
 from agent.model_agent import (
     DEFAULT_CHECKPOINT,
@@ -65,7 +66,6 @@ from agent.model_agent import (
     ModelStep,
     latency_needs_async,
 )
-from agent.rules import RulePlanner, RulesConfig, view_from_ground_truth
 from agent.safety import (
     GuardConfig,
     GuardInputs,
@@ -124,7 +124,7 @@ class AgentConfig(BaseModel):
     seed: int = 0
     # Whose trajectory the guard checks: the model's planner, or (an ablation on the embedded
     # simulator only) the expert's rules on ground truth, the model still running for the
-    # guard's perception (see `_ExpertPlans`).
+    # guard's perception (see `_Ablation`).
     planner: Literal["model", "expert"] = "model"
     safety: SafetyConfig = SafetyConfig()
 
@@ -162,19 +162,13 @@ class VLMDriveAgent(AutonomousAgent):
         self.config = load_agent_config(path_to_conf_file)
         self.driver = ModelDriver(self.config.model_config_())
         self.guard: SafetyGuard | None = None
-        self.oracle: GroundTruthPerception | None = None
         if self.config.safety.enabled:
             self.guard = SafetyGuard(
                 self.config.safety.guard, grid=self.driver.model.cfg.perception
             )
-        self.expert_plans: _ExpertPlans | None = None
-        if self.config.planner == "expert":
-            self.expert_plans = _ExpertPlans(path_to_conf_file)
-        if self.config.safety.perception != "model":
-            self.oracle = _ground_truth_perception(
-                self.config, path_to_conf_file, self.driver.model.cfg.perception
-            )
-            self.oracle_simulator = DataProvider.simulator()
+        self.ablation = _Ablation.build(
+            self.config, path_to_conf_file, self.driver.model.cfg.perception
+        )
         self.counter = InterventionCounter()
         self.vlm_watch = VLMWatch()
         self.num_poses = self.driver.model.cfg.planner.num_poses
@@ -216,8 +210,8 @@ class VLMDriveAgent(AutonomousAgent):
                 gnss = np.asarray(input_data["gps"][1], dtype=np.float64)
                 compass = float(np.asarray(input_data["imu"][1])[-1])
                 step = self.driver.infer(image, speed, gnss, compass, time_s)
-                if self.expert_plans is not None:  # the ablation: the expert's plan
-                    step = self.expert_plans.replace(step)
+                if self.ablation is not None:
+                    step = self.ablation.observe(step)
             except Exception as exc:  # the guard turns a broken model into a stop
                 error = self.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("model step failed at t=%.2f s: the guard stops", time_s)
@@ -253,10 +247,8 @@ class VLMDriveAgent(AutonomousAgent):
         runtime = self.driver.runtime
         vlm = None if runtime is None else self.vlm_watch.update(runtime.status())
         inputs = guard_inputs(step, image, speed, time_s, self.driver.model.cfg, error, vlm)
-        if self.oracle is not None and step is not None:  # the ablation: perfect heads
-            inputs = dataclasses.replace(
-                inputs, perception=self.oracle.outputs(self.oracle_simulator)
-            )
+        if self.ablation is not None and step is not None:
+            inputs = self.ablation.perceive(inputs)
         return self.guard.check(inputs)
 
     def destroy(self) -> None:
@@ -264,45 +256,65 @@ class VLMDriveAgent(AutonomousAgent):
             self.driver.close()
 
 
-class _ExpertPlans:
-    """The planner ablation (`planner: expert`): each tick the model's chosen trajectory is
-    replaced by the expert's plan (the rules on the simulator's ground truth, as
-    `agent.expert` drives), at full confidence; the model's candidates, perception and
-    reasoning stay, so the guard runs as usual. Model planner vs expert planner under the
-    same guard tells how much of the gap to the expert is the learned planner's."""
+class _Ablation:
+    """The ablations on the embedded simulator (`planner: expert`, `safety.perception:
+    ground_truth[_span]`), from one expert observation of each tick (`ExpertDriver.observe`:
+    the rules on the simulator's ground truth, as `agent.expert` drives).
 
-    def __init__(self, path: str) -> None:
+    - planner: expert: the model's chosen trajectory is replaced by the expert's plan, at
+      full confidence; the model's candidates, perception and reasoning stay, so the guard
+      runs as usual. Model planner vs expert planner under the same guard tells how much
+      of the gap to the expert is the learned planner's.
+    - perception: the guard's perception outputs are replaced by perfect heads
+      (agent/safety/ground_truth_perception.py); the planner drives as configured.
+    """
+
+    def __init__(
+        self, simulator, expert_plans: bool, perception: GroundTruthPerception | None
+    ) -> None:
+        self.simulator = simulator
+        self.expert = ExpertDriver()
+        self.expert_plans = expert_plans
+        self.perception = perception
+        self._seen: ExpertObservation | None = None  # this tick's
+
+    @classmethod
+    def build(cls, config: AgentConfig, path: str, grid: PerceptionConfig) -> _Ablation | None:
+        """The configured ablation (None: none), or a clear error where it cannot run."""
+        wants = [f"planner: {config.planner}"] if config.planner != "model" else []
+        if config.safety.perception != "model":
+            wants.append(f"safety.perception: {config.safety.perception}")
+        if not wants:
+            return None
+        where = f"agent config {path or '(defaults)'}: {', '.join(wants)}"
+        if config.safety.perception != "model" and not config.safety.enabled:
+            raise ValueError(
+                f"{where} replaces the guard's perception, but safety.enabled is false"
+            )
         if not DataProvider.registered():
             raise ValueError(
-                f"agent config {path or '(defaults)'}: planner: expert reads the embedded "
-                "simulator's ground truth, and none is registered (it runs under "
-                "`vlmdrive eval` on the embedded simulator, not in CARLA)"
+                f"{where} reads the embedded simulator's ground truth, and none is registered "
+                "(it runs under `vlmdrive eval` on the embedded simulator, not in CARLA)"
             )
-        self.simulator = DataProvider.simulator()
-        self.planner = RulePlanner(RulesConfig())
+        perception = None
+        if config.safety.perception != "model":
+            spans = config.safety.perception == "ground_truth_span"
+            perception = GroundTruthPerception(grid, spans=spans)
+        return cls(DataProvider.simulator(), config.planner == "expert", perception)
 
-    def replace(self, step: ModelStep) -> ModelStep:
-        sim = self.simulator
-        gt = sim.ground_truth()
-        view = view_from_ground_truth(gt, sim.route, sim.lane_layout(), sim.speed_limit_at)
-        plan = self.planner.plan(view, gt.time_s)
-        trajectory = plan.trajectory[: len(step.trajectory)].astype(step.trajectory.dtype)
+    def observe(self, step: ModelStep) -> ModelStep:
+        """Plan the tick as the expert; with `planner: expert`, drive its plan."""
+        self._seen = seen = self.expert.observe(self.simulator)
+        if not self.expert_plans:
+            return step
+        trajectory = seen.plan.trajectory[: len(step.trajectory)].astype(step.trajectory.dtype)
         return dataclasses.replace(step, trajectory=trajectory, confidence=1.0)
 
-
-def _ground_truth_perception(
-    config: AgentConfig, path: str, grid: PerceptionConfig
-) -> GroundTruthPerception:
-    """The ablation's perception, or a clear error where it cannot run."""
-    where = f"agent config {path or '(defaults)'}: safety.perception: {config.safety.perception}"
-    if not config.safety.enabled:
-        raise ValueError(f"{where} replaces the guard's perception, but safety.enabled is false")
-    if not DataProvider.registered():
-        raise ValueError(
-            f"{where} reads the embedded simulator's ground truth, and none is registered "
-            "(it runs under `vlmdrive eval` on the embedded simulator, not in CARLA)"
-        )
-    return GroundTruthPerception(grid, spans=config.safety.perception == "ground_truth_span")
+    def perceive(self, inputs: GuardInputs) -> GuardInputs:
+        """With a ground-truth perception, the guard reads it instead of the model's heads."""
+        if self.perception is None or self._seen is None:
+            return inputs
+        return dataclasses.replace(inputs, perception=self.perception.outputs(self._seen))
 
 
 def guard_inputs(

@@ -1,7 +1,8 @@
 """Ground-truth perception for the safety guard: an ablation, embedded simulator only.
 
+    expert = ExpertDriver()                                  # agent/expert.py
     perception = GroundTruthPerception(model.cfg.perception)
-    outputs = perception.outputs(DataProvider.simulator())   # a PerceptionOutputs
+    outputs = perception.outputs(expert.observe(simulator))  # a PerceptionOutputs
 
 What it answers. The guarded agent scores about half the expert's Driving Score, and the
 notes blame the perception heads (cones missed under glare, a 4 m grid that holds the car
@@ -19,14 +20,15 @@ What it gives, per tick, in the layout of `PerceptionOutputs`:
   asked (`spans=True`: what a perfect span head would add to this model);
 - light: the governing light's state, one-hot;
 - flags: the edge-case flags, 0 / 1, from the labeller, with the expert's plan of the tick
-  (the labeller's lane-closed flag and intent read it, as during data collection);
+  (the labeller's lane-closed flag and intent read it, as during data collection; the
+  caller's `ExpertDriver.observe` plans it, once per tick);
 - intent: the expert's manoeuvre, one-hot.
 The labeller's memory (standing vehicles, lead accelerations) is carried at the dataset's
 2 Hz, as during collection, so the labels mean what they mean in the training data.
 
-Not for CARLA: it reads `sim.data_provider.DataProvider`, which only the embedded
-simulator's harness sets (a Leaderboard agent has no ground truth). The agent refuses the
-setting at setup when no simulator is registered.
+Not for CARLA: the agent observes through `sim.data_provider.DataProvider`, which only the
+embedded simulator's harness sets (a Leaderboard agent has no ground truth), and refuses
+the setting at setup when no simulator is registered.
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ import torch
 
 from agent.data.labels import LabelMemory, label_frame
 from agent.data.schema import INTENTS, LIGHT_STATES, SAMPLE_HZ
+from agent.expert import ExpertObservation
 from agent.model.config import PerceptionConfig
 from agent.model.losses import bev_spans, bev_targets
-from agent.rules import RulePlanner, RulesConfig, view_from_ground_truth
 from agent.safety.perception_view import PerceptionOutputs
 
 MEMORY_PERIOD_S = 1.0 / SAMPLE_HZ  # [s] the labeller's memory is carried at the dataset's rate
@@ -47,27 +49,15 @@ MEMORY_PERIOD_S = 1.0 / SAMPLE_HZ  # [s] the labeller's memory is carried at the
 class GroundTruthPerception:
     """Perfect perception heads from the simulator (see the module docstring)."""
 
-    def __init__(
-        self, grid: PerceptionConfig, rules: RulesConfig | None = None, spans: bool = False
-    ) -> None:
+    def __init__(self, grid: PerceptionConfig, spans: bool = False) -> None:
         self.grid = grid
         self.spans = spans or grid.bev_span
-        self.planner = RulePlanner(rules or RulesConfig())  # the expert's plan, for the labels
-        self._memory: LabelMemory | None = None
+        self._memory: LabelMemory | None = None  # the labeller's, one route's
 
-    def reset(self) -> None:
-        """Forget the route (a new route starts a new memory and plan)."""
-        self.planner.reset()
-        self._memory = None
-
-    def outputs(self, simulator) -> PerceptionOutputs:
-        """This tick's perception outputs from `simulator`'s ground truth."""
-        gt = simulator.ground_truth()
-        view = view_from_ground_truth(
-            gt, simulator.route, simulator.lane_layout(), simulator.speed_limit_at
-        )
-        plan = self.planner.plan(view, gt.time_s)
-        labels = label_frame(view, plan, gt, self._memory)
+    def outputs(self, seen: ExpertObservation) -> PerceptionOutputs:
+        """This tick's perception outputs from the expert's observation of it."""
+        gt = seen.gt
+        labels = label_frame(seen.view, seen.plan, gt, self._memory)
         if self._memory is None or gt.time_s - self._memory.time_s >= MEMORY_PERIOD_S - 1e-6:
             self._memory = LabelMemory.of(gt, self._memory)
         rows = torch.from_numpy(labels.obstacles)[None]

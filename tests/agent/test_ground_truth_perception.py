@@ -5,6 +5,8 @@ simulator is registered."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,6 @@ from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
 from agent.expert import ExpertDriver
 from agent.leaderboard_agent import VLMDriveAgent
 from agent.model.config import PerceptionConfig
-from agent.rules import RulePlanner, RulesConfig, view_from_ground_truth
 from agent.safety.ground_truth_perception import GroundTruthPerception
 from scenarios.compile import compile_scenario
 from scenarios.loader import load_scenario
@@ -60,7 +61,8 @@ def test_props_fill_their_cells_and_the_flags_are_the_labels() -> None:
         control = expert.step(sim)
         if tick % 20:
             continue
-        out = perception.outputs(sim)
+        assert expert.last_seen is not None  # this tick's, from step()
+        out = perception.outputs(expert.last_seen)
         assert set(np.unique(out.occupancy)) <= {0.0, 1.0}
         assert out.light.sum() == 1.0 and out.light.shape == (len(LIGHT_STATES),)
         assert out.intent is not None and out.intent.sum() == 1.0
@@ -79,33 +81,43 @@ def test_props_fill_their_cells_and_the_flags_are_the_labels() -> None:
     assert props_checked >= 5
 
 
-def test_the_guard_reads_ground_truth_when_asked(checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
-    sim = _simulator()
+@contextmanager
+def _agent_on(sim: LiteSimulator, cfg: Path) -> Iterator[tuple[VLMDriveAgent, list]]:
+    """The agent set up on `sim` with the simulator registered (as `vlmdrive eval` does),
+    and the list every tick's guard inputs are appended to."""
     agent = VLMDriveAgent("localhost", 2000, False)
     agent.set_global_plan(*agent_global_plan(agent, sim))
-    cfg = agent_config(tmp_path, checkpoint, safety={"enabled": True, "perception": "ground_truth"})
     DataProvider.set_simulator(sim)
     try:
         agent.setup(str(cfg))
         sim.setup_sensors(agent.sensors())
-        seen = []
+        seen: list = []
         check = agent.guard.check
         agent.guard.check = lambda inputs: seen.append(inputs) or check(inputs)
-        control = VehicleControl()
-        for _ in range(3):
-            data = sim.tick(control)
-            control = VehicleControl.sanitized(agent.run_step(data, sim.time_s))
-        expected = GroundTruthPerception(agent.driver.model.cfg.perception).outputs(sim)
-        got = seen[-1].perception
-        np.testing.assert_array_equal(got.occupancy, expected.occupancy)
-        np.testing.assert_array_equal(got.flags, expected.flags)
-        np.testing.assert_array_equal(got.light, expected.light)
-        # The planner still drives from the model: the trajectory is the model's.
-        assert seen[-1].trajectory.shape == (agent.num_poses, 2)
+        yield agent, seen
     finally:
         DataProvider.set_simulator(None)
         agent.destroy()
         sim.close()
+
+
+def test_the_guard_reads_ground_truth_when_asked(checkpoint: Path, tmp_path: Path) -> None:  # noqa: F811
+    sim = _simulator()
+    cfg = agent_config(tmp_path, checkpoint, safety={"enabled": True, "perception": "ground_truth"})
+    with _agent_on(sim, cfg) as (agent, seen):
+        reference = ExpertDriver()  # an expert observing the same ticks
+        perception = GroundTruthPerception(agent.driver.model.cfg.perception)
+        control = VehicleControl()
+        for _ in range(3):
+            data = sim.tick(control)
+            expected = perception.outputs(reference.observe(sim))
+            control = VehicleControl.sanitized(agent.run_step(data, sim.time_s))
+            got = seen[-1].perception
+            np.testing.assert_array_equal(got.occupancy, expected.occupancy)
+            np.testing.assert_array_equal(got.flags, expected.flags)
+            np.testing.assert_array_equal(got.light, expected.light)
+        # The planner still drives from the model: the trajectory is the model's.
+        assert seen[-1].trajectory.shape == (agent.num_poses, 2)
 
 
 @pytest.mark.parametrize(
@@ -136,13 +148,15 @@ def test_spans_on_request_say_where_across_the_cell_a_prop_lies() -> None:
     xs, ys = grid.cell_centres()
     width = grid.cell_size[1]
     expert, control = ExpertDriver(), VehicleControl()
+    perception = GroundTruthPerception(grid, spans=True)
     checked = 0
     for tick in range(800):
         sim.tick(control)
         control = expert.step(sim)
         if tick % 20:
             continue
-        out = GroundTruthPerception(grid, spans=True).outputs(sim)
+        assert expert.last_seen is not None
+        out = perception.outputs(expert.last_seen)
         assert out.span is not None and out.span.shape == (3, 2, *grid.bev_shape)
         for prop in sim.ground_truth().props:
             px, py = _ego_frame(sim, prop.x, prop.y)
@@ -164,31 +178,17 @@ def test_the_expert_planner_ablation_hands_the_guard_the_rules_plan(
     """`planner: expert`: the guard checks the expert's plan of the tick (at full
     confidence), while the model still runs for its perception."""
     sim = _simulator()
-    agent = VLMDriveAgent("localhost", 2000, False)
-    agent.set_global_plan(*agent_global_plan(agent, sim))
     cfg = agent_config(tmp_path, checkpoint, planner="expert")
-    DataProvider.set_simulator(sim)
-    try:
-        agent.setup(str(cfg))
-        sim.setup_sensors(agent.sensors())
-        seen = []
-        check = agent.guard.check
-        agent.guard.check = lambda inputs: seen.append(inputs) or check(inputs)
-        reference = RulePlanner(RulesConfig())  # an expert planning the same ticks
+    with _agent_on(sim, cfg) as (agent, seen):
+        reference = ExpertDriver()  # an expert observing the same ticks
         control = VehicleControl()
         for _ in range(30):
             data = sim.tick(control)
-            gt = sim.ground_truth()
-            view = view_from_ground_truth(gt, sim.route, sim.lane_layout(), sim.speed_limit_at)
-            expected = reference.plan(view, gt.time_s).trajectory
+            expected = reference.observe(sim).plan.trajectory
             control = VehicleControl.sanitized(agent.run_step(data, sim.time_s))
             np.testing.assert_allclose(seen[-1].trajectory, expected[: agent.num_poses])
             assert seen[-1].confidence == 1.0
             assert seen[-1].perception.occupancy.max() < 1.0 + 1e-9  # the model's heads
-    finally:
-        DataProvider.set_simulator(None)
-        agent.destroy()
-        sim.close()
     DataProvider.set_simulator(None)
     with pytest.raises(ValueError, match="planner: expert reads the embedded simulator"):
         VLMDriveAgent("localhost", 2000, False).setup(str(cfg))

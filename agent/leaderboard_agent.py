@@ -40,8 +40,10 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
                                             # ablation (embedded simulator only)
     safety:
       enabled: true                         # false: the planner drives unguarded
-      perception: model                     # ground_truth(_span): perfect heads, an
-                                            # ablation (embedded simulator only)
+      perception: model                     # ground_truth[_span|_boxes|_view]: perfect
+                                            # heads (+ spans | + object boxes | + the
+                                            # expert's whole view), an ablation
+                                            # (embedded simulator only)
       guard: {confidence_threshold: 0.1, ttc_threshold_s: 0.8, ...}  # agent/safety/guard.py
 
 Running it in CARLA's own Leaderboard: docs/leaderboard_agent.md.
@@ -102,9 +104,16 @@ class SafetyConfig(BaseModel):
     enabled: bool = True
     guard: GuardConfig = GuardConfig()
     # What the guard perceives with: the model's heads, or (an ablation on the embedded
-    # simulator only) perfect heads from ground truth, with perfect spans too in
-    # `ground_truth_span` (agent/safety/ground_truth_perception.py).
-    perception: Literal["model", "ground_truth", "ground_truth_span"] = "model"
+    # simulator only) perfect heads from ground truth (agent/safety/ground_truth_perception.py)
+    # - ground_truth: the heads (grid occupancy, light, flags, intent);
+    # - ground_truth_span: + where across each cell its objects lie;
+    # - ground_truth_boxes: + exact object boxes with velocities on the grid's extent,
+    #   which replace the cells in the guard's view (lanes, stop lines stay guessed);
+    # - ground_truth_view: the heads, and the expert's whole view (boxes, lanes, stop lines,
+    #   route) instead of the one the guard builds (see `_Ablation`).
+    perception: Literal[
+        "model", "ground_truth", "ground_truth_span", "ground_truth_boxes", "ground_truth_view"
+    ] = "model"
 
 
 class AgentConfig(BaseModel):
@@ -266,16 +275,26 @@ class _Ablation:
       runs as usual. Model planner vs expert planner under the same guard tells how much
       of the gap to the expert is the learned planner's.
     - perception: the guard's perception outputs are replaced by perfect heads
-      (agent/safety/ground_truth_perception.py); the planner drives as configured.
+      (agent/safety/ground_truth_perception.py); the planner drives as configured. With
+      `ground_truth_boxes` the guard's view holds exact object boxes with velocities
+      instead of boxes made of 4 m BEV cells; with `ground_truth_view` the guard checks
+      against the expert's whole view (`GuardInputs.view`: the boxes, the lanes, the stop
+      lines, the route). Heads vs boxes vs view tells what the grid itself costs and
+      what the missing lanes cost.
     """
 
     def __init__(
-        self, simulator, expert_plans: bool, perception: GroundTruthPerception | None
+        self,
+        simulator,
+        expert_plans: bool,
+        perception: GroundTruthPerception | None,
+        whole_view: bool = False,
     ) -> None:
         self.simulator = simulator
         self.expert = ExpertDriver()
         self.expert_plans = expert_plans
         self.perception = perception
+        self.whole_view = whole_view  # the guard checks against the expert's view
         self._seen: ExpertObservation | None = None  # this tick's
 
     @classmethod
@@ -299,8 +318,10 @@ class _Ablation:
         perception = None
         if config.safety.perception != "model":
             spans = config.safety.perception == "ground_truth_span"
-            perception = GroundTruthPerception(grid, spans=spans)
-        return cls(DataProvider.simulator(), config.planner == "expert", perception)
+            boxes = config.safety.perception == "ground_truth_boxes"
+            perception = GroundTruthPerception(grid, spans=spans, boxes=boxes)
+        whole_view = config.safety.perception == "ground_truth_view"
+        return cls(DataProvider.simulator(), config.planner == "expert", perception, whole_view)
 
     def observe(self, step: ModelStep) -> ModelStep:
         """Plan the tick as the expert; with `planner: expert`, drive its plan."""
@@ -311,10 +332,14 @@ class _Ablation:
         return dataclasses.replace(step, trajectory=trajectory, confidence=1.0)
 
     def perceive(self, inputs: GuardInputs) -> GuardInputs:
-        """With a ground-truth perception, the guard reads it instead of the model's heads."""
+        """With a ground-truth perception, the guard reads it instead of the model's heads
+        (and with `ground_truth_view`, the expert's view instead of its own)."""
         if self.perception is None or self._seen is None:
             return inputs
-        return dataclasses.replace(inputs, perception=self.perception.outputs(self._seen))
+        view = self._seen.view if self.whole_view else None
+        return dataclasses.replace(
+            inputs, perception=self.perception.outputs(self._seen), view=view
+        )
 
 
 def guard_inputs(

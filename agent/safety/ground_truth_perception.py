@@ -22,7 +22,13 @@ What it gives, per tick, in the layout of `PerceptionOutputs`:
 - flags: the edge-case flags, 0 / 1, from the labeller, with the expert's plan of the tick
   (the labeller's lane-closed flag and intent read it, as during data collection; the
   caller's `ExpertDriver.observe` plans it, once per tick);
-- intent: the expert's manoeuvre, one-hot.
+- intent: the expert's manoeuvre, one-hot;
+- objects (`boxes=True`): the expert's view's obstacles whose centres lie on the model's
+  grid, as exact boxes with yaw, velocity and the simulator's ids (`PerceivedObjects`):
+  what a perfect detection head and tracker over the grid's extent would give. The
+  guard's view then holds these instead of boxes made of 4 m cells; lanes, the stop
+  line and the route stay the guard's own guesses (`perception_view`). (The agent's
+  `ground_truth_view` goes further and hands the guard the expert's whole view.)
 The labeller's memory (standing vehicles, lead accelerations) is carried at the dataset's
 2 Hz, as during collection, so the labels mean what they mean in the training data.
 
@@ -41,7 +47,7 @@ from agent.data.schema import INTENTS, LIGHT_STATES, SAMPLE_HZ
 from agent.expert import ExpertObservation
 from agent.model.config import PerceptionConfig
 from agent.model.losses import bev_spans, bev_targets
-from agent.safety.perception_view import PerceptionOutputs
+from agent.safety.perception_view import PerceivedObjects, PerceptionOutputs
 
 MEMORY_PERIOD_S = 1.0 / SAMPLE_HZ  # [s] the labeller's memory is carried at the dataset's rate
 
@@ -49,9 +55,10 @@ MEMORY_PERIOD_S = 1.0 / SAMPLE_HZ  # [s] the labeller's memory is carried at the
 class GroundTruthPerception:
     """Perfect perception heads from the simulator (see the module docstring)."""
 
-    def __init__(self, grid: PerceptionConfig, spans: bool = False) -> None:
+    def __init__(self, grid: PerceptionConfig, spans: bool = False, boxes: bool = False) -> None:
         self.grid = grid
         self.spans = spans or grid.bev_span
+        self.boxes = boxes
         self._memory: LabelMemory | None = None  # the labeller's, one route's
 
     def outputs(self, seen: ExpertObservation) -> PerceptionOutputs:
@@ -70,6 +77,22 @@ class GroundTruthPerception:
             flags=labels.flags.astype(np.float64),
             intent=_one_hot(labels.intent, len(INTENTS)),
             span=span,
+            objects=self._objects(seen) if self.boxes else None,
+        )
+
+    def _objects(self, seen: ExpertObservation) -> PerceivedObjects:
+        """The expert's view's obstacles whose centres lie on the grid."""
+        view = seen.view
+        (x_lo, x_hi), (y_lo, y_hi) = self.grid.bev_x_m, self.grid.bev_y_m
+        x, y = view.obstacle_xy[:, 0], view.obstacle_xy[:, 1]
+        keep = (x >= x_lo) & (x < x_hi) & (y >= y_lo) & (y < y_hi)
+        return PerceivedObjects(
+            xy=view.obstacle_xy[keep],
+            size=view.obstacle_size[keep],
+            yaw=view.obstacle_yaw[keep],
+            velocity=view.obstacle_velocity[keep],
+            kind=tuple(k for k, kept in zip(view.obstacle_kind, keep, strict=True) if kept),
+            ids=view.obstacle_id[keep],
         )
 
 

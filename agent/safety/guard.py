@@ -357,6 +357,11 @@ class GuardInputs:
     candidates: (K, T, 2) all of the planner's trajectories (the chosen one among them), or
         None; candidate_probs: (K,) their probabilities. The guard may drive another one
         when the chosen one is blocked (ALTERNATIVE_MODE).
+    view: an obstacle view to check against instead of the one the guard builds from
+        `perception` (None: built from it). Only the embedded simulator's ablation
+        `safety.perception: ground_truth_view` sets it: the expert's own view (boxes,
+        velocities, lanes, lights from ground truth), so the guard's checks and its rules
+        fallback see what the expert sees; no blockage memory is added to it.
     Shapes are checked here; values (NaN, inf) are the guard's to judge.
     """
 
@@ -371,6 +376,7 @@ class GuardInputs:
     model_error: str | None = None
     candidates: np.ndarray | None = None
     candidate_probs: np.ndarray | None = None
+    view: ObstacleView | None = None
 
     def __post_init__(self) -> None:
         for name in ("trajectory", "route_xy"):
@@ -923,6 +929,12 @@ class SafetyGuard:
             self._red_hold_since_s = now
 
     def perceived_view(self, inputs: GuardInputs, route_xy: np.ndarray) -> ObstacleView:
+        """What the checks and the rules' fallback see this tick: the view built from the
+        perception heads along `route_xy`, with the remembered blockages; or, when the inputs
+        carry a view (the ground-truth ablation), that view as it is (its route has lanes,
+        so the fallback plans along it whatever `route_xy` says)."""
+        if inputs.view is not None:
+            return inputs.view
         view = self._memory.apply(
             view_from_perception(
                 inputs.perception, inputs.speed_mps, route_xy, self.config.view, self.grid

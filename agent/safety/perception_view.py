@@ -28,6 +28,12 @@ route ahead from navigation. What the heads cannot tell is filled in conservativ
   grid the guard's path checks fail the expert's plan on 1.7 % of 1,500 eval frames
   instead of 7.9 %, catching the same 85 % of straight-on hazards (`agent.safety.offline`;
   its probe differs from the figures above).
+- Objects instead of cells: outputs that carry `PerceptionOutputs.objects` (boxes with
+  yaw and velocity, as a detection head and a tracker would give them) put those boxes in
+  the view and leave the grid out. Only the ground-truth ablation fills them today
+  (`agent.safety.ground_truth_perception`, `boxes=True`): measured there, the guard's
+  checks on exact boxes instead of 4 m cells are what separate the guarded agent from
+  what its planner can drive.
 - Light: the light head says which state governs the route within
   `agent.data.schema.LIGHT_RANGE_M`, not where its stop line is. The state is the first of
   red, yellow, green whose probability reaches `light_threshold` (red first: the
@@ -104,6 +110,42 @@ class PerceptionViewConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class PerceivedObjects:
+    """Object boxes for one tick, ego frame (x forward, y left), as the rule set's view
+    holds them: centres xy (N, 2) [m], size (N, 2) [m] (length, width), yaw (N,) [rad]
+    (0 = along the ego), velocity (N, 2) [m/s], kind (N,) rule-set kinds
+    (`agent.rules.view.KINDS`), ids (N,) int, stable across ticks (the rules time how long
+    a vehicle has stood by its id)."""
+
+    xy: np.ndarray
+    size: np.ndarray
+    yaw: np.ndarray
+    velocity: np.ndarray
+    kind: tuple[str, ...]
+    ids: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = len(self.kind)
+        shapes = {"xy": (n, 2), "size": (n, 2), "yaw": (n,), "velocity": (n, 2), "ids": (n,)}
+        for name, shape in shapes.items():
+            value = np.asarray(getattr(self, name), dtype=np.int64 if name == "ids" else np.float64)
+            if value.shape != shape:
+                raise ValueError(f"PerceivedObjects.{name} must be {shape}, got {value.shape}")
+            object.__setattr__(self, name, value)
+        bad = sorted(set(self.kind) - set(KINDS))
+        if bad:
+            raise ValueError(f"PerceivedObjects.kind: unknown kinds {bad}; valid: {KINDS}")
+
+    def is_finite(self) -> bool:
+        return bool(
+            np.isfinite(self.xy).all()
+            and np.isfinite(self.size).all()
+            and np.isfinite(self.yaw).all()
+            and np.isfinite(self.velocity).all()
+        )
+
+
+@dataclass(frozen=True)
 class PerceptionOutputs:
     """The model's auxiliary outputs for one tick, as probabilities in [0, 1].
 
@@ -117,6 +159,8 @@ class PerceptionOutputs:
     span: (classes, 2, R, C) where across each cell its objects lie, [y_lo, y_hi] as
         fractions of the cell's width (`agent.model.losses.bev_spans`), or None (a model
         without the span head: an occupied cell is the whole cell).
+    objects: object boxes with velocities (`PerceivedObjects`), or None. When given, the
+        view holds these instead of boxes made of occupied cells.
     Shapes are checked here; values are not (a NaN is the guard's to catch).
     """
 
@@ -125,6 +169,7 @@ class PerceptionOutputs:
     flags: np.ndarray
     intent: np.ndarray | None = None
     span: np.ndarray | None = None
+    objects: PerceivedObjects | None = None
 
     def __post_init__(self) -> None:
         for name in ("occupancy", "light", "flags"):
@@ -182,6 +227,7 @@ class PerceptionOutputs:
             and np.isfinite(self.flags).all()
             and (self.intent is None or np.isfinite(self.intent).all())
             and (self.span is None or np.isfinite(self.span).all())
+            and (self.objects is None or self.objects.is_finite())
         )
 
 
@@ -338,15 +384,21 @@ def view_from_perception(
     points, s, lateral = _route_ahead(route_xy, config.horizon_m)
     m = len(s)
 
-    centres, sizes, kinds, ids = cell_obstacles(
-        perception.occupancy,
-        grid,
-        config.occupancy_threshold,
-        config.cell_box_scale,
-        perception.span,
-        config.span_margin_m,
-    )
-    n = len(kinds)
+    objects = perception.objects
+    if objects is None:
+        centres, sizes, kinds, ids = cell_obstacles(
+            perception.occupancy,
+            grid,
+            config.occupancy_threshold,
+            config.cell_box_scale,
+            perception.span,
+            config.span_margin_m,
+        )
+        n = len(kinds)
+        yaw, velocity = np.zeros(n), np.zeros((n, 2))  # cells neither turn nor move
+    else:
+        centres, sizes, kinds, ids = objects.xy, objects.size, objects.kind, objects.ids
+        yaw, velocity = objects.yaw, objects.velocity
     friction, visibility = road_conditions(
         perception.flags, config.flag_threshold, config.night_visibility_m
     )
@@ -367,12 +419,12 @@ def view_from_perception(
         left_opposite=np.zeros(m, bool),
         speed_limit_mps=np.full(m, config.speed_limit_mps),
         obstacle_xy=centres,
-        obstacle_yaw=np.zeros(n),
-        obstacle_velocity=np.zeros((n, 2)),
+        obstacle_yaw=yaw,
+        obstacle_velocity=velocity,
         obstacle_size=sizes,
         obstacle_kind=kinds,
         obstacle_id=ids,
-        obstacle_scenario=np.zeros(n, bool),
+        obstacle_scenario=np.zeros(len(kinds), bool),
         lights=lights,
         friction=friction,
         visibility_m=visibility,

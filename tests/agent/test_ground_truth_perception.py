@@ -1,7 +1,8 @@
 """The agent's ablations on the embedded simulator: the guard's ground-truth perception
-(perfect heads: what it marks on a construction route, the setting that turns it on) and
-the expert planner (the guard checks the rules' plan); both refused where no embedded
-simulator is registered."""
+(perfect heads: what it marks on a construction route, the setting that turns it on;
+exact object boxes in place of grid cells; the expert's whole view) and the expert
+planner (the guard checks the rules' plan); all refused where no embedded simulator is
+registered."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from agent.expert import ExpertDriver
 from agent.leaderboard_agent import VLMDriveAgent
 from agent.model.config import PerceptionConfig
 from agent.safety.ground_truth_perception import GroundTruthPerception
+from agent.safety.perception_view import PerceivedObjects, view_from_perception
 from scenarios.compile import compile_scenario
 from scenarios.loader import load_scenario
 from scenarios.sampler import sample
@@ -124,6 +126,8 @@ def test_the_guard_reads_ground_truth_when_asked(checkpoint: Path, tmp_path: Pat
     ("safety", "message"),
     [
         ({"enabled": True, "perception": "ground_truth"}, "none is registered"),
+        ({"enabled": True, "perception": "ground_truth_boxes"}, "none is registered"),
+        ({"enabled": True, "perception": "ground_truth_view"}, "none is registered"),
         ({"enabled": False, "perception": "ground_truth"}, "safety.enabled is false"),
     ],
 )
@@ -192,3 +196,97 @@ def test_the_expert_planner_ablation_hands_the_guard_the_rules_plan(
     DataProvider.set_simulator(None)
     with pytest.raises(ValueError, match="planner: expert reads the embedded simulator"):
         VLMDriveAgent("localhost", 2000, False).setup(str(cfg))
+
+
+def test_boxes_are_the_expert_views_obstacles_on_the_grid_and_replace_the_cells() -> None:
+    """`boxes=True`: the expert's obstacles whose centres lie on the grid, exactly (ids,
+    boxes, velocities); the guard's view built from such outputs holds those boxes, not
+    boxes at cell centres."""
+    sim = _simulator()
+    grid = PerceptionConfig()
+    (x_lo, x_hi), (y_lo, y_hi) = grid.bev_x_m, grid.bev_y_m
+    perception = GroundTruthPerception(grid, boxes=True)
+    expert, control = ExpertDriver(), VehicleControl()
+    props_seen = moving_seen = 0
+    for tick in range(800):
+        sim.tick(control)
+        control = expert.step(sim)
+        if tick % 20:
+            continue
+        seen = expert.last_seen
+        assert seen is not None
+        objects = perception.outputs(seen).objects
+        assert objects is not None
+        view = seen.view
+        on_grid = [
+            i for i, (x, y) in enumerate(view.obstacle_xy) if x_lo <= x < x_hi and y_lo <= y < y_hi
+        ]
+        np.testing.assert_array_equal(objects.ids, view.obstacle_id[on_grid])
+        np.testing.assert_array_equal(objects.xy, view.obstacle_xy[on_grid])
+        np.testing.assert_array_equal(objects.size, view.obstacle_size[on_grid])
+        np.testing.assert_array_equal(objects.velocity, view.obstacle_velocity[on_grid])
+        assert objects.kind == tuple(view.obstacle_kind[i] for i in on_grid)
+        props_seen += objects.kind.count("static")
+        moving_seen += int((np.hypot(*objects.velocity.T) > 1.0).sum())
+        guard_view = view_from_perception(
+            perception.outputs(seen), seen.gt.ego.speed, view.route_xy, grid=grid
+        )
+        np.testing.assert_array_equal(guard_view.obstacle_xy, objects.xy)
+        np.testing.assert_array_equal(guard_view.obstacle_velocity, objects.velocity)
+        np.testing.assert_array_equal(guard_view.obstacle_yaw, objects.yaw)
+        assert guard_view.obstacle_kind == objects.kind
+        assert not guard_view.left_opposite.any()  # lanes stay unperceived
+    assert props_seen >= 5 and moving_seen >= 1  # the cones, and traffic that moves
+
+
+def test_perceived_objects_check_their_shapes_and_kinds() -> None:
+    with pytest.raises(ValueError, match=r"PerceivedObjects.velocity must be \(1, 2\)"):
+        PerceivedObjects(
+            xy=np.zeros((1, 2)),
+            size=np.ones((1, 2)),
+            yaw=np.zeros(1),
+            velocity=np.zeros(2),
+            kind=("vehicle",),
+            ids=np.zeros(1),
+        )
+    with pytest.raises(ValueError, match="unknown kinds"):
+        PerceivedObjects(
+            np.zeros((1, 2)), np.ones((1, 2)), np.zeros(1), np.zeros((1, 2)), ("cat",), np.zeros(1)
+        )
+
+
+@pytest.mark.parametrize("mode", ["ground_truth_boxes", "ground_truth_view"])
+def test_the_guard_checks_against_ground_truth_objects_when_asked(
+    checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+    mode: str,
+) -> None:
+    """`ground_truth_boxes`: the guard's view holds the perfect boxes and no cell boxes;
+    `ground_truth_view`: the guard checks against the expert's own view of the tick, its
+    lanes and route included."""
+    sim = _simulator()
+    cfg = agent_config(tmp_path, checkpoint, safety={"enabled": True, "perception": mode})
+    with _agent_on(sim, cfg) as (agent, seen):
+        reference = ExpertDriver()  # an expert observing the same ticks
+        assert agent.guard is not None
+        control = VehicleControl()
+        for _ in range(3):
+            data = sim.tick(control)
+            expected = reference.observe(sim).view
+            control = VehicleControl.sanitized(agent.run_step(data, sim.time_s))
+            inputs, view = seen[-1], agent.guard.last_view
+            assert view is not None
+            if mode == "ground_truth_view":
+                assert inputs.view is view  # checked as handed over, nothing added
+                np.testing.assert_array_equal(view.route_xy, expected.route_xy)
+                np.testing.assert_array_equal(view.obstacle_id, expected.obstacle_id)
+                np.testing.assert_array_equal(view.left_opposite, expected.left_opposite)
+                continue
+            objects = inputs.perception.objects
+            assert inputs.view is None and objects is not None
+            assert set(objects.ids.tolist()) <= set(expected.obstacle_id.tolist())
+            n = len(objects.kind)
+            np.testing.assert_array_equal(view.obstacle_xy[:n], objects.xy)
+            np.testing.assert_array_equal(view.obstacle_velocity[:n], objects.velocity)
+            assert len(view.obstacle_kind) == n  # no cell boxes besides (what they hold:
+            # test_boxes_are_the_expert_views_obstacles_on_the_grid_and_replace_the_cells)

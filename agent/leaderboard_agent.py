@@ -40,8 +40,9 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
                                             # ablation (embedded simulator only)
     safety:
       enabled: true                         # false: the planner drives unguarded
-      perception: model                     # ground_truth[_span|_boxes|_view]: perfect
-                                            # heads (+ spans | + object boxes | + the
+      perception: model                     # ground_truth[_span|_boxes|_lanes|
+                                            # _boxes_lanes|_view]: perfect heads (+ spans
+                                            # | object boxes | lanes | both | the
                                             # expert's whole view), an ablation
                                             # (embedded simulator only)
       guard: {confidence_threshold: 0.1, ttc_threshold_s: 0.8, ...}  # agent/safety/guard.py
@@ -109,10 +110,18 @@ class SafetyConfig(BaseModel):
     # - ground_truth_span: + where across each cell its objects lie;
     # - ground_truth_boxes: + exact object boxes with velocities on the grid's extent,
     #   which replace the cells in the guard's view (lanes, stop lines stay guessed);
+    # - ground_truth_lanes: the heads + the lanes beside the route (the cells stay);
+    # - ground_truth_boxes_lanes: the boxes and the lanes;
     # - ground_truth_view: the heads, and the expert's whole view (boxes, lanes, stop lines,
     #   route) instead of the one the guard builds (see `_Ablation`).
     perception: Literal[
-        "model", "ground_truth", "ground_truth_span", "ground_truth_boxes", "ground_truth_view"
+        "model",
+        "ground_truth",
+        "ground_truth_span",
+        "ground_truth_boxes",
+        "ground_truth_lanes",
+        "ground_truth_boxes_lanes",
+        "ground_truth_view",
     ] = "model"
 
 
@@ -277,7 +286,8 @@ class _Ablation:
     - perception: the guard's perception outputs are replaced by perfect heads
       (agent/safety/ground_truth_perception.py); the planner drives as configured. With
       `ground_truth_boxes` the guard's view holds exact object boxes with velocities
-      instead of boxes made of 4 m BEV cells; with `ground_truth_view` the guard checks
+      instead of boxes made of 4 m BEV cells, with `ground_truth_lanes` the lanes beside
+      the route, with `ground_truth_boxes_lanes` both; with `ground_truth_view` the guard checks
       against the expert's whole view (`GuardInputs.view`: the boxes, the lanes, the stop
       lines, the route). Heads vs boxes vs view tells what the grid itself costs and
       what the missing lanes cost.
@@ -318,8 +328,10 @@ class _Ablation:
         perception = None
         if config.safety.perception != "model":
             spans = config.safety.perception == "ground_truth_span"
-            boxes = config.safety.perception == "ground_truth_boxes"
-            perception = GroundTruthPerception(grid, spans=spans, boxes=boxes)
+            mode = config.safety.perception
+            boxes = mode in ("ground_truth_boxes", "ground_truth_boxes_lanes")
+            lanes = mode in ("ground_truth_lanes", "ground_truth_boxes_lanes")
+            perception = GroundTruthPerception(grid, spans=spans, boxes=boxes, lanes=lanes)
         whole_view = config.safety.perception == "ground_truth_view"
         return cls(DataProvider.simulator(), config.planner == "expert", perception, whole_view)
 

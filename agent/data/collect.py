@@ -63,6 +63,7 @@ from agent.data.schema import (
     FLAGS,
     HORIZON_POSES,
     INTENTS,
+    LANE_COLUMNS,
     LIGHT_STATES,
     NAME_LEN,
     SAMPLE_HZ,
@@ -251,6 +252,7 @@ def run_episode(
                 rows["obstacles"].append(labels.obstacles)
                 rows["obstacle_mask"].append(labels.obstacle_mask)
                 rows["light_state"].append(labels.light_state)
+                rows["lanes"].append(labels.lanes)
                 rows["target_speed_mps"].append(plan.target_speed_mps)
                 rows["episode"].append(episode)
                 rows["frame"].append(sim.frame)
@@ -393,6 +395,7 @@ class _Counts:
         self.intents: Counter[str] = Counter()
         self.weather: Counter[str] = Counter()
         self.lights: Counter[str] = Counter()
+        self.lanes: Counter[str] = Counter()  # frames with each lane beside the ego
         self.scenario_frames: Counter[str] = Counter()
         self.scenario_episodes: Counter[str] = Counter()
         self.perturbed_frames = 0
@@ -412,6 +415,9 @@ class _Counts:
             self.intents[INTENTS[i]] += 1
         for i in a["light_state"].tolist():
             self.lights[LIGHT_STATES[i]] += 1
+        if "lanes" in a:
+            for k, name in enumerate(LANE_COLUMNS):
+                self.lanes[name] += int(a["lanes"][:, 0, k].sum())  # station 0: beside the ego
         cond = np.stack([flags[:, FLAGS.index(c)] for c in WEATHER_CONDITIONS], axis=1)
         for k, c in enumerate(WEATHER_CONDITIONS):
             self.weather[c] += int(cond[:, k].sum())
@@ -430,6 +436,7 @@ class _Counts:
             "intents": {name: self.intents[name] for name in INTENTS},
             "weather": {c: self.weather[c] for c in (*WEATHER_CONDITIONS, "clear")},
             "light_states": {name: self.lights[name] for name in LIGHT_STATES},
+            "lanes_beside_ego": {name: self.lanes[name] for name in LANE_COLUMNS},
             "scenarios": {
                 name: {
                     "episodes": self.scenario_episodes[name],
@@ -615,6 +622,11 @@ def dataset_card(index: dict[str, Any]) -> str:
         *_table("intent", c["intents"], total),
         *_table("weather (a frame may count in several)", c["weather"], total),
         *_table("light state", c["light_states"], total),
+        *_table(
+            "lane beside the ego (a frame may count in several)",
+            c.get("lanes_beside_ego", {}),
+            total,
+        ),
         "| scenario | episodes | frames |",
         "|---|---:|---:|",
         *[f"| {name} | {v['episodes']} | {v['frames']} |" for name, v in c["scenarios"].items()],

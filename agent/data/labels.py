@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.data.schema import FLAGS, INTENTS, LIGHT_RANGE_M, LIGHT_STATES, MAX_OBSTACLES
+from agent.data.schema import (
+    FLAGS,
+    INTENTS,
+    LANE_COLUMNS,
+    LANE_STATIONS_M,
+    LIGHT_RANGE_M,
+    LIGHT_STATES,
+    MAX_OBSTACLES,
+)
 from agent.rules import ObstacleView, Plan
 from agent.rules.view import KINDS
 from sim.ground_truth import ActorState, GroundTruth, TrafficLightState
@@ -109,6 +117,8 @@ class FrameLabels:
     # (len(FLAGS),) float32 [m] along the route to the nearest hazard that raised each flag
     # (0 for weather and for a lane change under way with nothing ahead); NaN where off.
     flag_distance_m: np.ndarray
+    # (len(LANE_STATIONS_M), len(LANE_COLUMNS)) bool: the lanes beside the route (`lane_labels`)
+    lanes: np.ndarray
 
     def __post_init__(self) -> None:
         if self.flags.shape != (len(FLAGS),) or self.flags.dtype != bool:
@@ -134,6 +144,13 @@ class FrameLabels:
             raise ValueError(
                 "FrameLabels.flag_distance_m must be a distance exactly where a flag is on, "
                 f"got {self.flag_distance_m} for {self.active_flags}"
+            )
+
+        lanes_shape = (len(LANE_STATIONS_M), len(LANE_COLUMNS))
+        if self.lanes.shape != lanes_shape or self.lanes.dtype != bool:
+            raise ValueError(
+                f"FrameLabels.lanes must be bool {lanes_shape}, got {self.lanes.dtype} "
+                f"{self.lanes.shape}"
             )
 
     @property
@@ -440,7 +457,22 @@ def label_frame(
     text = _text(view, plan, flags["fog"], conditions, hazards, intent, lead, geo)
     rows, mask = obstacle_rows(view)
     distance = _flag_distances(flag_array, hazards, [geo.along[i] for i in blockers])
-    return FrameLabels(flag_array, INTENTS.index(intent), text, state, rows, mask, distance)
+    return FrameLabels(
+        flag_array, INTENTS.index(intent), text, state, rows, mask, distance, lane_labels(view)
+    )
+
+
+def lane_labels(view: ObstacleView) -> np.ndarray:
+    """(len(LANE_STATIONS_M), len(LANE_COLUMNS)) bool: at each station along the route
+    (from the ego's projection; past the view's end, its last point), whether a
+    same-direction lane lies to the left, one to the right, an oncoming lane directly to
+    the left (LANE_COLUMNS), as the view's lane layout says."""
+    at = np.searchsorted(view.route_s, np.asarray(LANE_STATIONS_M), side="right") - 1
+    at = np.clip(at, 0, len(view.route_s) - 1)
+    return np.stack(
+        [view.left_same[at] > 0, view.right_same[at] > 0, view.left_opposite[at].astype(bool)],
+        axis=1,
+    )
 
 
 def _flag_distances(

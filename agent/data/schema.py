@@ -57,6 +57,15 @@ OBSTACLE_COLUMNS: tuple[str, ...] = (
     "kind",  # 0 vehicle, 1 pedestrian, 2 static (agent.rules.view.KINDS order)
 )
 
+# Lane structure beside the route, at these distances along it from the ego's projection
+# [m]: what the safety guard's fallback needs to plan a pass itself (measured with the
+# agent's `safety.perception` ablations: exact object boxes help the guard only together
+# with the lanes beside the route). Columns, per station, as the rule set's view has them
+# (`agent.rules.view.ObstacleView`): a same-direction lane to the left, one to the right,
+# an oncoming lane directly to the left.
+LANE_STATIONS_M: tuple[float, ...] = (0.0, 20.0, 40.0)
+LANE_COLUMNS: tuple[str, ...] = ("left_same", "right_same", "left_opposite")
+
 # Traffic light governing the route ahead (within LIGHT_RANGE_M), for the perception head.
 LIGHT_STATES: tuple[str, ...] = ("none", "red", "yellow", "green")
 LIGHT_RANGE_M = 50.0  # [m]
@@ -76,6 +85,7 @@ FIELDS: dict[str, tuple[tuple[str | int, ...], str]] = {
     "obstacles": (("N", MAX_OBSTACLES, len(OBSTACLE_COLUMNS)), "float32"),
     "obstacle_mask": (("N", MAX_OBSTACLES), "bool"),
     "light_state": (("N",), "int64"),  # index into LIGHT_STATES
+    "lanes": (("N", len(LANE_STATIONS_M), len(LANE_COLUMNS)), "bool"),  # see LANE_COLUMNS
     "target_speed_mps": (("N",), "float32"),  # the expert's planned speed
     "episode": (("N",), "int64"),  # global episode index of the collection run
     "frame": (("N",), "int64"),  # simulator frame
@@ -85,7 +95,7 @@ FIELDS: dict[str, tuple[tuple[str | int, ...], str]] = {
 
 # Fields added after datasets were already collected: a shard without them still loads, and
 # whatever reads them treats them as absent (load_shards keeps one only if every shard has it).
-ADDED_FIELDS: frozenset[str] = frozenset({"flag_distance_m"})
+ADDED_FIELDS: frozenset[str] = frozenset({"flag_distance_m", "lanes"})
 
 HISTORY_STRIDE = 1  # rows back (in one episode) for the previous history frame: 0.5 s
 

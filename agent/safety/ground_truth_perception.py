@@ -27,8 +27,10 @@ What it gives, per tick, in the layout of `PerceptionOutputs`:
   grid, as exact boxes with yaw, velocity and the simulator's ids (`PerceivedObjects`):
   what a perfect detection head and tracker over the grid's extent would give. The
   guard's view then holds these instead of boxes made of 4 m cells; lanes, the stop
-  line and the route stay the guard's own guesses (`perception_view`). (The agent's
-  `ground_truth_view` goes further and hands the guard the expert's whole view.)
+  line and the route stay the guard's own guesses (`perception_view`);
+- lanes (`lanes=True`): the lanes beside the route at the dataset's stations, 0 / 1, as
+  labelled (`agent.data.labels.lane_labels`): what a perfect lane head would give.
+(The agent's `ground_truth_view` goes further and hands the guard the expert's whole view.)
 The labeller's memory (standing vehicles, lead accelerations) is carried at the dataset's
 2 Hz, as during collection, so the labels mean what they mean in the training data.
 
@@ -55,10 +57,13 @@ MEMORY_PERIOD_S = 1.0 / SAMPLE_HZ  # [s] the labeller's memory is carried at the
 class GroundTruthPerception:
     """Perfect perception heads from the simulator (see the module docstring)."""
 
-    def __init__(self, grid: PerceptionConfig, spans: bool = False, boxes: bool = False) -> None:
+    def __init__(
+        self, grid: PerceptionConfig, spans: bool = False, boxes: bool = False, lanes: bool = False
+    ) -> None:
         self.grid = grid
         self.spans = spans or grid.bev_span
         self.boxes = boxes
+        self.lanes = lanes
         self._memory: LabelMemory | None = None  # the labeller's, one route's
 
     def outputs(self, seen: ExpertObservation) -> PerceptionOutputs:
@@ -78,6 +83,7 @@ class GroundTruthPerception:
             intent=_one_hot(labels.intent, len(INTENTS)),
             span=span,
             objects=self._objects(seen) if self.boxes else None,
+            lanes=labels.lanes.astype(np.float64) if self.lanes else None,
         )
 
     def _objects(self, seen: ExpertObservation) -> PerceivedObjects:

@@ -48,7 +48,11 @@ route ahead from navigation. What the heads cannot tell is filled in conservativ
   (low-beam reach) at night.
 - Lanes: one lane of `lane_width_m`, no same-direction or oncoming lane beside it
   (`left_same` = `right_same` = 0, `left_opposite` False). Lane structure is not perceived,
-  so the fallback never plans a pass: it stops behind whatever closes the lane.
+  so the fallback never plans a pass: it stops behind whatever closes the lane. Outputs
+  that carry `PerceptionOutputs.lanes` (the lanes beside the route at
+  `agent.data.schema.LANE_STATIONS_M`, as the dataset labels them) set them: each route
+  point takes the nearest station at or before it, a lane counting where its probability
+  reaches `lane_threshold`. Only the ground-truth ablation fills them today.
 - Route: the caller's (M, 2) polyline ahead, ego frame. The view starts it at the ego's
   projection and resamples it every `ROUTE_STEP_M` to `horizon_m`, carrying straight on
   past its end. `route_from_targets` builds it from the navigation's target points (all a
@@ -64,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
+from agent.data.schema import FLAGS, INTENTS, LANE_COLUMNS, LANE_STATIONS_M, LIGHT_STATES
 from agent.model.config import PerceptionConfig
 from agent.rules.planner import DRY_FRICTION
 from agent.rules.view import KINDS, ROUTE_STEP_M, ObstacleView
@@ -98,6 +102,7 @@ class PerceptionViewConfig(BaseModel):
     # (across the cell only without a span head: with one, the predicted span decides)
     span_margin_m: float = Field(0.25, ge=0.0)  # [m] each side of a predicted span
     light_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] light state probability
+    lane_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] a lane beside the route
     flag_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] rain / fog / night flags
     light_decel_mps2: float = Field(3.0, gt=0.0)  # [m/s^2] (dry) assumed stop before a light
     light_margin_m: float = Field(1.0, ge=0.0)  # [m] assumed stop line beyond that stop
@@ -161,6 +166,8 @@ class PerceptionOutputs:
         without the span head: an occupied cell is the whole cell).
     objects: object boxes with velocities (`PerceivedObjects`), or None. When given, the
         view holds these instead of boxes made of occupied cells.
+    lanes: (len(LANE_STATIONS_M), len(LANE_COLUMNS)) the lanes beside the route, or None
+        (not perceived: the view has one lane and nothing beside it).
     Shapes are checked here; values are not (a NaN is the guard's to catch).
     """
 
@@ -170,8 +177,14 @@ class PerceptionOutputs:
     intent: np.ndarray | None = None
     span: np.ndarray | None = None
     objects: PerceivedObjects | None = None
+    lanes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
+        if self.lanes is not None:
+            object.__setattr__(self, "lanes", np.asarray(self.lanes, dtype=np.float64))
+            want = (len(LANE_STATIONS_M), len(LANE_COLUMNS))
+            if self.lanes.shape != want:
+                raise ValueError(f"PerceptionOutputs.lanes must be {want}, got {self.lanes.shape}")
         for name in ("occupancy", "light", "flags"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
         if self.occupancy.ndim != 3 or 0 in self.occupancy.shape:
@@ -228,7 +241,28 @@ class PerceptionOutputs:
             and (self.intent is None or np.isfinite(self.intent).all())
             and (self.span is None or np.isfinite(self.span).all())
             and (self.objects is None or self.objects.is_finite())
+            and (self.lanes is None or np.isfinite(self.lanes).all())
         )
+
+
+def _lanes(lanes: np.ndarray | None, route_s: np.ndarray, threshold: float) -> dict:
+    """The view's lane arrays along `route_s` from perceived lanes (see the module
+    docstring); none beside the route when `lanes` is None."""
+    m = len(route_s)
+    if lanes is None:
+        return {
+            "left_same": np.zeros(m, np.int64),
+            "right_same": np.zeros(m, np.int64),
+            "left_opposite": np.zeros(m, bool),
+        }
+    station = np.searchsorted(np.asarray(LANE_STATIONS_M), route_s, side="right") - 1
+    raised = lanes[np.clip(station, 0, len(LANE_STATIONS_M) - 1)] >= threshold  # (M, columns)
+    column = {name: raised[:, k] for k, name in enumerate(LANE_COLUMNS)}
+    return {
+        "left_same": column["left_same"].astype(np.int64),
+        "right_same": column["right_same"].astype(np.int64),
+        "left_opposite": column["left_opposite"],
+    }
 
 
 def _unbatch(arr: np.ndarray, ndim: int) -> np.ndarray:
@@ -414,9 +448,7 @@ def view_from_perception(
         route_xy=points,
         route_s=s,
         lane_width_m=np.full(m, config.lane_width_m),
-        left_same=np.zeros(m, np.int64),
-        right_same=np.zeros(m, np.int64),
-        left_opposite=np.zeros(m, bool),
+        **_lanes(perception.lanes, s, config.lane_threshold),
         speed_limit_mps=np.full(m, config.speed_limit_mps),
         obstacle_xy=centres,
         obstacle_yaw=yaw,

@@ -63,6 +63,9 @@ def test_shards_validate_and_hold_sensible_frames(dataset: Path) -> None:
     assert (np.isnan(distance) == ~arrays["flags"]).all()  # a distance wherever a flag is on
     assert (distance[arrays["flags"]] >= 0.0).all()
     assert (distance[:, FLAGS.index("construction")] <= 60.0 + 1e-3).all()  # the label's range
+    lanes = arrays["lanes"]  # a one-way two-lane road (short_construction): a lane beside
+    assert lanes.shape == (n, 3, 3) and lanes.dtype == bool
+    assert lanes[:, 0, :2].any(axis=1).mean() > 0.5  # the ego mostly has a lane beside it
     assert all(0 < len(t) <= 200 for t in arrays["text"])
     assert np.all(np.diff(arrays["time_s"][arrays["episode"] == 0]) == pytest.approx(0.5))
 
@@ -77,6 +80,9 @@ def test_index_and_card_report_the_counts(dataset: Path) -> None:
     assert "vlmdrive collect --suite" in card and "--seed 3" in card
     for word in ("construction", "keep_lane", "night", "clear", "red", "short_construction", "MB"):
         assert word in card
+    assert "| lane beside the ego (a frame may count in several) |" in card
+    beside = index["counts"]["lanes_beside_ego"]
+    assert set(beside) == {"left_same", "right_same", "left_opposite"}
 
 
 def test_load_shards_and_history(dataset: Path) -> None:
@@ -132,7 +138,7 @@ def test_a_dataset_from_before_an_added_field_still_loads(dataset: Path, tmp_pat
     assert set(load_shards(old)) == set(FIELDS) - ADDED_FIELDS
     # Mixed with a dataset that has them, the union leaves them out, never half-filled.
     mixed = load_arrays(dataset, 2, 1, extra=(old,))
-    assert "flag_distance_m" not in mixed.data
+    assert "flag_distance_m" not in mixed.data and "lanes" not in mixed.data
     assert len(mixed.data["flags"]) == 2 * len(load_shards(dataset)["flags"])
 
 

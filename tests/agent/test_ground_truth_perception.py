@@ -14,12 +14,18 @@ import numpy as np
 import pytest
 from test_leaderboard_agent import agent_config, checkpoint  # noqa: F401 (fixture)
 
+from agent.data.labels import lane_labels
 from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES
 from agent.expert import ExpertDriver
 from agent.leaderboard_agent import VLMDriveAgent
 from agent.model.config import PerceptionConfig
 from agent.safety.ground_truth_perception import GroundTruthPerception
-from agent.safety.perception_view import PerceivedObjects, view_from_perception
+from agent.safety.perception_view import (
+    PerceivedObjects,
+    PerceptionOutputs,
+    PerceptionViewConfig,
+    view_from_perception,
+)
 from scenarios.compile import compile_scenario
 from scenarios.loader import load_scenario
 from scenarios.sampler import sample
@@ -255,7 +261,9 @@ def test_perceived_objects_check_their_shapes_and_kinds() -> None:
         )
 
 
-@pytest.mark.parametrize("mode", ["ground_truth_boxes", "ground_truth_view"])
+@pytest.mark.parametrize(
+    "mode", ["ground_truth_boxes", "ground_truth_boxes_lanes", "ground_truth_view"]
+)
 def test_the_guard_checks_against_ground_truth_objects_when_asked(
     checkpoint: Path,  # noqa: F811
     tmp_path: Path,
@@ -284,9 +292,39 @@ def test_the_guard_checks_against_ground_truth_objects_when_asked(
                 continue
             objects = inputs.perception.objects
             assert inputs.view is None and objects is not None
+            lanes = inputs.perception.lanes
+            if mode == "ground_truth_boxes_lanes":  # the labels of the expert's view
+                assert lanes is not None
+                np.testing.assert_array_equal(lanes, lane_labels(expected))
+                assert view.left_same[0] == int(lanes[0, 0])  # the station beside the ego
+            else:
+                assert lanes is None and not view.left_same.any()
             assert set(objects.ids.tolist()) <= set(expected.obstacle_id.tolist())
             n = len(objects.kind)
             np.testing.assert_array_equal(view.obstacle_xy[:n], objects.xy)
             np.testing.assert_array_equal(view.obstacle_velocity[:n], objects.velocity)
             assert len(view.obstacle_kind) == n  # no cell boxes besides (what they hold:
             # test_boxes_are_the_expert_views_obstacles_on_the_grid_and_replace_the_cells)
+
+
+def test_perceived_lanes_set_the_view_station_by_station() -> None:
+    """Each route point takes the nearest lane station at or before it (0 / 20 / 40 m); a
+    lane counts at `lane_threshold` and above; without lanes nothing lies beside the route."""
+    grid = PerceptionConfig()
+    occupancy = np.zeros((len(grid.bev_classes), *grid.bev_shape))
+    heads = {"occupancy": occupancy, "light": np.array([1.0, 0, 0, 0]), "flags": np.zeros(11)}
+    route = np.array([[0.0, 0.0], [80.0, 0.0]])
+    lanes = np.array([[0.9, 0.0, 0.0], [0.5, 0.2, 0.0], [0.1, 0.0, 0.7]])
+    view = view_from_perception(
+        PerceptionOutputs(**heads, lanes=lanes), 5.0, route, PerceptionViewConfig(), grid
+    )
+    s = view.route_s
+    np.testing.assert_array_equal(view.left_same, (s < 40.0).astype(np.int64))
+    np.testing.assert_array_equal(view.left_opposite, s >= 40.0)
+    assert not view.right_same.any()
+    plain = view_from_perception(
+        PerceptionOutputs(**heads), 5.0, route, PerceptionViewConfig(), grid
+    )
+    assert not (plain.left_same.any() or plain.right_same.any() or plain.left_opposite.any())
+    with pytest.raises(ValueError, match=r"PerceptionOutputs.lanes must be \(3, 3\)"):
+        PerceptionOutputs(**heads, lanes=np.zeros(3))

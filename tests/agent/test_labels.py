@@ -7,8 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from agent.data.labels import LabelMemory, label_frame
-from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES, MAX_OBSTACLES
+from agent.data.labels import LabelMemory, label_frame, lane_labels
+from agent.data.schema import (
+    FLAGS,
+    INTENTS,
+    LANE_COLUMNS,
+    LANE_STATIONS_M,
+    LIGHT_STATES,
+    MAX_OBSTACLES,
+)
 from agent.rules import Plan, RulePlanner, view_from_ground_truth
 from sim.geometry import GeoReference
 from sim.ground_truth import ActorState, GroundTruth, TrafficLightInfo, TrafficLightState
@@ -263,3 +270,25 @@ def test_obstacle_rows_nearest_first_in_the_ego_frame() -> None:
     assert len(labels.text) <= 200
     assert labels.flags.shape == (len(FLAGS),)
     assert 0 <= labels.intent < len(INTENTS)
+
+
+def test_lane_labels_follow_the_layout_along_the_route() -> None:
+    """The lanes beside the route at 0 / 20 / 40 m (LANE_STATIONS_M): here the ego's road
+    has a same-direction lane to the left up to x = 30 m, then an oncoming one."""
+    gt, _ = scene()
+    route, layout = route_and_layout()
+    x = route.points[:, 0]
+    two_way = x > 30.0
+    layout = LaneLayout(
+        layout.width_m,
+        np.where(two_way, 0, 1).astype(np.int64),
+        np.zeros(len(x), np.int64),
+        two_way,
+    )
+    view = view_from_ground_truth(gt, route, layout)
+    labels = label_frame(view, expert_plan(view), gt)
+    assert LANE_STATIONS_M == (0.0, 20.0, 40.0)
+    assert LANE_COLUMNS == ("left_same", "right_same", "left_opposite")
+    expected = np.array([[True, False, False], [True, False, False], [False, False, True]])
+    np.testing.assert_array_equal(labels.lanes, expected)
+    np.testing.assert_array_equal(lane_labels(view), expected)

@@ -31,9 +31,10 @@ route ahead from navigation. What the heads cannot tell is filled in conservativ
 - Objects instead of cells: outputs that carry `PerceptionOutputs.objects` (boxes with
   yaw and velocity, as a detection head and a tracker would give them) put those boxes in
   the view and leave the grid out. Only the ground-truth ablation fills them today
-  (`agent.safety.ground_truth_perception`, `boxes=True`): measured there, the guard's
-  checks on exact boxes instead of 4 m cells are what separate the guarded agent from
-  what its planner can drive.
+  (`agent.safety.ground_truth_perception`, `boxes=True`). Measured with it (README, "The
+  Leaderboard agent"): on exact boxes the guard lets the expert's own passes through
+  (87.65 against 68.10 on perfect 4 m cells); the learned planner offers no pass, and
+  gains only when the lanes below are perceived too (51.17 against 45.62).
 - Light: the light head says which state governs the route within
   `agent.data.schema.LIGHT_RANGE_M`, not where its stop line is. The state is the first of
   red, yellow, green whose probability reaches `light_threshold` (red first: the

@@ -325,14 +325,16 @@ class _Ablation:
                 f"{where} reads the embedded simulator's ground truth, and none is registered "
                 "(it runs under `vlmdrive eval` on the embedded simulator, not in CARLA)"
             )
+        mode = config.safety.perception
         perception = None
-        if config.safety.perception != "model":
-            spans = config.safety.perception == "ground_truth_span"
-            mode = config.safety.perception
-            boxes = mode in ("ground_truth_boxes", "ground_truth_boxes_lanes")
-            lanes = mode in ("ground_truth_lanes", "ground_truth_boxes_lanes")
-            perception = GroundTruthPerception(grid, spans=spans, boxes=boxes, lanes=lanes)
-        whole_view = config.safety.perception == "ground_truth_view"
+        if mode != "model":
+            perception = GroundTruthPerception(
+                grid,
+                spans=mode == "ground_truth_span",
+                boxes=mode in ("ground_truth_boxes", "ground_truth_boxes_lanes"),
+                lanes=mode in ("ground_truth_lanes", "ground_truth_boxes_lanes"),
+            )
+        whole_view = mode == "ground_truth_view"
         return cls(DataProvider.simulator(), config.planner == "expert", perception, whole_view)
 
     def observe(self, step: ModelStep) -> ModelStep:

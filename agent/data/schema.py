@@ -60,9 +60,9 @@ OBSTACLE_COLUMNS: tuple[str, ...] = (
 # Lane structure beside the route, at these distances along it from the ego's projection
 # [m]: what the safety guard's fallback needs to plan a pass itself (measured with the
 # agent's `safety.perception` ablations: with exact object boxes the guarded learned
-# planner gains only together with the lanes beside the route). Columns, per station, as the rule set's view has them
-# (`agent.rules.view.ObstacleView`): a same-direction lane to the left, one to the right,
-# an oncoming lane directly to the left.
+# planner gains only together with the lanes beside the route). Columns, per station, as
+# the rule set's view has them (`agent.rules.view.ObstacleView`): a same-direction lane to
+# the left, one to the right, an oncoming lane directly to the left.
 LANE_STATIONS_M: tuple[float, ...] = (0.0, 20.0, 40.0)
 LANE_COLUMNS: tuple[str, ...] = ("left_same", "right_same", "left_opposite")
 

@@ -181,11 +181,6 @@ class PerceptionOutputs:
     lanes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.lanes is not None:
-            object.__setattr__(self, "lanes", np.asarray(self.lanes, dtype=np.float64))
-            want = (len(LANE_STATIONS_M), len(LANE_COLUMNS))
-            if self.lanes.shape != want:
-                raise ValueError(f"PerceptionOutputs.lanes must be {want}, got {self.lanes.shape}")
         for name in ("occupancy", "light", "flags"):
             object.__setattr__(self, name, np.asarray(getattr(self, name), dtype=np.float64))
         if self.occupancy.ndim != 3 or 0 in self.occupancy.shape:
@@ -208,6 +203,11 @@ class PerceptionOutputs:
                     f"PerceptionOutputs.span must be ({classes}, 2, {cells[0]}, {cells[1]}) "
                     f"like the occupancy, got {self.span.shape}"
                 )
+        if self.lanes is not None:
+            object.__setattr__(self, "lanes", np.asarray(self.lanes, dtype=np.float64))
+            want = (len(LANE_STATIONS_M), len(LANE_COLUMNS))
+            if self.lanes.shape != want:
+                raise ValueError(f"PerceptionOutputs.lanes must be {want}, got {self.lanes.shape}")
 
     @classmethod
     def from_logits(
@@ -258,11 +258,11 @@ def _lanes(lanes: np.ndarray | None, route_s: np.ndarray, threshold: float) -> d
         }
     station = np.searchsorted(np.asarray(LANE_STATIONS_M), route_s, side="right") - 1
     raised = lanes[np.clip(station, 0, len(LANE_STATIONS_M) - 1)] >= threshold  # (M, columns)
-    column = {name: raised[:, k] for k, name in enumerate(LANE_COLUMNS)}
+    left_same, right_same, left_opposite = raised.T  # LANE_COLUMNS order
     return {
-        "left_same": column["left_same"].astype(np.int64),
-        "right_same": column["right_same"].astype(np.int64),
-        "left_opposite": column["left_opposite"],
+        "left_same": left_same.astype(np.int64),
+        "right_same": right_same.astype(np.int64),
+        "left_opposite": left_opposite,
     }
 
 

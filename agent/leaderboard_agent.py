@@ -393,7 +393,13 @@ def guard_inputs(
         confidence=step.confidence,
         speed_mps=speed,
         perception=PerceptionOutputs(
-            step.bev_probs, step.light_probs, step.flag_probs, step.intent_probs, step.bev_span
+            step.bev_probs,
+            step.light_probs,
+            step.flag_probs,
+            step.intent_probs,
+            step.bev_span,
+            objects=step.objects,
+            lanes=step.lane_probs,
         ),
         route_xy=route_from_targets(step.target_point, step.next_target_point),
         frame_digest=None if image is None else frame_digest(image),

@@ -42,9 +42,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from agent.data.schema import FLAGS, INTENTS
 from agent.model.checkpoint import VLM_DIR, load_drive_model
+from agent.model.config import PerceptionConfig
 from agent.model.drive_model import DriveInputs, DriveModel
 from agent.model.inference import prepare_for_inference
+from agent.model.objects import decode_objects
 from agent.navigation import RoutePlanner
+from agent.safety.perception_view import PerceivedObjects
 from scenarios.loader import load_typed_yaml
 from sim.agent_loading import AutonomousAgent, Track
 from sim.control import VehicleControl
@@ -54,6 +57,7 @@ from sim.tracking import WaypointTracker
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "vlmdrive-tiny"
 TICKS_PER_HISTORY_STEP = 10  # 0.5 s at 20 Hz: the dataset's frame spacing
 FLAG_THRESHOLD = 0.5
+OBJECT_THRESHOLD = 0.5  # [-] a detection cell at or above holds an object
 
 
 def get_entry_point() -> str:
@@ -69,7 +73,10 @@ class ModelStep:
     cols) occupancy probabilities (PerceptionConfig grid); light_probs (LIGHT_STATES,);
     flag_probs (FLAGS,) and intent_probs (INTENTS,) from the reasoning source in use; target
     points from navigation; bev_span (classes, 2, rows, cols) where across each cell its
-    objects lie (fractions of the cell's width), None for a model without the span head.
+    objects lie (fractions of the cell's width), None for a model without the span head;
+    objects: the detection head's boxes at OBJECT_THRESHOLD (`agent.model.objects`), None
+    without the head; lane_probs (stations, columns) the lanes beside the route
+    (`schema.LANE_COLUMNS`), None without the lane head.
     """
 
     trajectory: np.ndarray
@@ -84,6 +91,8 @@ class ModelStep:
     target_point: np.ndarray
     next_target_point: np.ndarray
     bev_span: np.ndarray | None = None
+    objects: PerceivedObjects | None = None
+    lane_probs: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.trajectory.ndim != 2 or self.trajectory.shape[1] != 2:
@@ -128,6 +137,16 @@ class ModelAgentConfig(BaseModel):
     device: str = "cpu"  # torch device of the driving model ("cpu", "cuda", "cuda:1"...)
     threads: int = Field(1, ge=1)
     seed: int = 0
+
+
+def perceived_objects(
+    logits: np.ndarray, grid: PerceptionConfig, threshold: float = OBJECT_THRESHOLD
+) -> PerceivedObjects:
+    """One frame's detection-head output (classes, OBJECT_CHANNELS, R, C) -> the boxes the
+    guard plans from (`agent.model.objects`): axis-aligned (yaw 0), ids the cells' (stable
+    while the object stays in its cell, as the grid's are)."""
+    xy, size, velocity, kinds, ids, _ = decode_objects(logits, grid, threshold)
+    return PerceivedObjects(xy, size, np.zeros(len(kinds)), velocity, kinds, ids)
 
 
 class ModelDriver:
@@ -243,6 +262,12 @@ class ModelDriver:
             bev_span=None
             if out.bev_span_logits is None
             else torch.sigmoid(out.bev_span_logits[0]).cpu().numpy(),
+            objects=None
+            if out.object_logits is None
+            else perceived_objects(out.object_logits[0].cpu().numpy(), self.model.cfg.perception),
+            lane_probs=None
+            if out.lane_logits is None
+            else torch.sigmoid(out.lane_logits[0]).cpu().numpy(),
         )
 
     def step(

@@ -123,7 +123,8 @@ class CameraLiftPerception(nn.Module):
 
     def forward(
         self, tokens: torch.Tensor, pooled: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, None]:
+        """As `PerceptionHead.forward`; no detection head (PerceptionConfig forbids it)."""
         b = tokens.shape[0]
         h, w = self.feature_grid
         start = tokens.shape[1] - self.tokens_per_frame  # the current step, front camera
@@ -149,4 +150,4 @@ class CameraLiftPerception(nn.Module):
         span = None
         if self.spans is not None:
             span = self.spans(features).transpose(1, 2).reshape(b, self.shape[0], 2, rows, cols)
-        return logits, self.light(pooled), span
+        return logits, self.light(pooled), span, None

@@ -58,9 +58,52 @@ def read_config(directory: str | Path) -> tuple[ModelConfig, dict[str, Any]]:
     return cfg, dict(doc.get("meta") or {})
 
 
-def load_drive_model(directory: str | Path) -> tuple[DriveModel, dict[str, Any]]:
-    """The model in eval mode, and the checkpoint's meta data."""
-    cfg, meta = read_config(directory)
+# Heads a fine-tune may add to a checkpoint that lacks them: config switch -> the
+# parameter-name prefix of the head (`agent.model.drive_model`). Starting from the
+# checkpoint, the added head alone starts from random weights.
+ADDABLE_HEADS: dict[str, str] = {
+    "objects": "perception.objects.",
+    "lanes": "lanes.",
+}
+
+
+def added_heads(base: ModelConfig, cfg: ModelConfig) -> list[str]:
+    """The `ADDABLE_HEADS` that `cfg` switches on and `base` lacks, when that is the only
+    difference between them; raises ValueError naming the fields that differ otherwise."""
+    added = [
+        h for h in ADDABLE_HEADS if getattr(cfg.perception, h) and not getattr(base.perception, h)
+    ]
+    same = cfg.model_copy(
+        update={
+            "perception": cfg.perception.model_copy(
+                update={h: getattr(base.perception, h) for h in added}
+            )
+        }
+    )
+    if same != base:
+        ours, theirs = same.model_dump(), base.model_dump()
+        differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+        raise ValueError(f"in {differ}; only the heads {sorted(ADDABLE_HEADS)} may be added")
+    return added
+
+
+def load_drive_model(
+    directory: str | Path, cfg: ModelConfig | None = None
+) -> tuple[DriveModel, dict[str, Any]]:
+    """The model in eval mode, and the checkpoint's meta data. `cfg`: a config that adds
+    heads to the checkpoint's (`added_heads`); those start untrained, everything else is
+    the checkpoint's."""
+    saved, meta = read_config(directory)
+    allowed: tuple[str, ...] = ()
+    if cfg is None:
+        cfg = saved
+    else:
+        try:
+            allowed = tuple(ADDABLE_HEADS[h] for h in added_heads(saved, cfg))
+        except ValueError as exc:
+            raise CheckpointError(
+                f"{Path(directory) / CONFIG}: the requested model config differs {exc}"
+            ) from exc
     weights = Path(directory) / WEIGHTS
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing model weights")
@@ -70,6 +113,7 @@ def load_drive_model(directory: str | Path) -> tuple[DriveModel, dict[str, Any]]
         raise CheckpointError(f"{weights}: no 'planner.anchors' tensor")
     model = DriveModel(cfg, anchors)
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(allowed)]
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match {CONFIG}: missing {sorted(missing)[:5]}, "

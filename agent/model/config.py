@@ -68,6 +68,22 @@ class PerceptionConfig(_Strict):
     # The guard then sees a cone on the lane line as a cone on the lane line, not as the
     # whole 4 m column the ego drives in (agent/safety/perception_view.py).
     bev_span: bool = False
+    # A detection head on the same cell features (CenterNet-style, one box per cell and
+    # class): per cell, whether a class's object has its centre there, the axis-aligned
+    # hull of those objects' footprints and their mean velocity (`agent.model.losses.
+    # object_targets`). The guard then plans from boxes with velocities instead of
+    # occupied cells (`PerceptionOutputs.objects`). "attention" lift only.
+    objects: bool = False
+    # A lane head: the lanes beside the route at `agent.data.schema.LANE_STATIONS_M`
+    # (`LANE_COLUMNS`: a same-direction lane left, right, an oncoming lane left), as the
+    # dataset labels them. The guard's fallback needs them to plan a pass itself.
+    lanes: bool = False
+
+    @model_validator(mode="after")
+    def _objects_need_cells(self) -> PerceptionConfig:
+        if self.objects and self.lift != "attention":
+            raise ValueError("objects: the detection head needs lift 'attention'")
+        return self
 
     @property
     def cell_size(self) -> tuple[float, float]:

@@ -3,7 +3,9 @@ plus what the safety layer needs (BEV occupancy ahead, the light state) and the 
 reasoning (embedding, flags, intent) for the VLM-off fast path.
 
     frames ─► CameraEncoder ─► visual tokens ──┬─► PerceptionHead or CameraLiftPerception
-                                               │   (BEV occupancy, light)
+                                               │   (BEV occupancy, light; optionally the
+                                               │   span within cells and object boxes)
+                                               ├─► LaneHead (optional: lanes beside the route)
                                                ├─► DistilledReasoning (embedding, flags, intent)
     speed, command, target point ─► state token┤ (also added to every planner mode query)
     VLM embedding (or distilled, or "none") ─► reasoning token
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from agent.data.schema import LANE_COLUMNS, LANE_STATIONS_M
 from agent.model.bev_lift import CameraLiftPerception
 from agent.model.config import ModelConfig
 from agent.model.encoder import CameraEncoder
@@ -24,6 +27,12 @@ from agent.model.planner import PlannerOutput, TruncatedDiffusionPlanner
 
 SPEED_SCALE_MPS = 20.0  # [m/s] speed input normalisation
 TARGET_SCALE_M = 50.0  # [m] target-point input normalisation
+# Channels of the detection head per cell and class (`PerceptionConfig.objects`): the
+# centre logit, the hull [x_lo, x_hi, y_lo, y_hi] relative to the cell's centre in cell
+# sizes, and the velocity (vx, vy) in units of OBJECT_VELOCITY_SCALE_MPS
+# (`agent.model.losses.object_targets` builds the targets in this layout).
+OBJECT_CHANNELS = 7
+OBJECT_VELOCITY_SCALE_MPS = 10.0
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,10 @@ class DriveOutput:
     # (B, classes, 2, rows, cols) logits of where across each cell its objects lie
     # (sigmoid: fractions of the cell's width, `losses.bev_spans`); None without the head
     bev_span_logits: torch.Tensor | None = None
+    # (B, classes, OBJECT_CHANNELS, rows, cols) the detection head; None without it
+    object_logits: torch.Tensor | None = None
+    # (B, len(LANE_STATIONS_M), len(LANE_COLUMNS)) lane logits; None without the lane head
+    lane_logits: torch.Tensor | None = None
 
 
 class PerceptionHead(nn.Module):
@@ -91,6 +104,11 @@ class PerceptionHead(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.cells = nn.Linear(cfg.d_model, self.shape[0])
         self.spans = nn.Linear(cfg.d_model, 2 * self.shape[0]) if cfg.perception.bev_span else None
+        self.objects = (
+            nn.Linear(cfg.d_model, OBJECT_CHANNELS * self.shape[0])
+            if cfg.perception.objects
+            else None
+        )
         self.light = nn.Sequential(
             nn.Linear(cfg.d_model, cfg.d_model),
             nn.GELU(),
@@ -132,18 +150,43 @@ class PerceptionHead(nn.Module):
 
     def forward(
         self, tokens: torch.Tensor, pooled: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(occupancy logits (B, classes, rows, cols), light logits (B, states), span logits
-        (B, classes, 2, rows, cols) or None)."""
+        (B, classes, 2, rows, cols) or None, object logits (B, classes, OBJECT_CHANNELS,
+        rows, cols) or None)."""
         b = tokens.shape[0]
         q = self.queries.expand(b, -1, -1)
         features = self.norm(q + self._attend(tokens))
         bev = self.cells(features).transpose(1, 2).reshape(b, *self.shape)
-        span = None
+        classes, rows, cols = self.shape
+        span = objects = None
         if self.spans is not None:
-            classes, rows, cols = self.shape
             span = self.spans(features).transpose(1, 2).reshape(b, classes, 2, rows, cols)
-        return bev, self.light(pooled), span
+        if self.objects is not None:
+            objects = self.objects(features).transpose(1, 2)
+            objects = objects.reshape(b, classes, OBJECT_CHANNELS, rows, cols)
+        return bev, self.light(pooled), span, objects
+
+
+class LaneHead(nn.Module):
+    """The lanes beside the route: one learned query per station along the route
+    (`LANE_STATIONS_M`) cross-attends to the visual tokens -> a logit per `LANE_COLUMNS`
+    entry. A probe on the shipped encoder's pooled feature separated them poorly
+    (left_opposite 0.74 accuracy against 0.55 for the majority class), so the head looks
+    at the tokens, and trains with the encoder."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.queries = nn.Parameter(torch.randn(1, len(LANE_STATIONS_M), d) * 0.02)
+        self.attn = nn.MultiheadAttention(d, cfg.heads, batch_first=True)
+        self.trunk = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU())
+        self.out = nn.Linear(d, len(LANE_COLUMNS))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, stations, columns) logits."""
+        q = self.queries.expand(tokens.shape[0], -1, -1)
+        return self.out(self.trunk(q + self.attn(q, tokens, tokens, need_weights=False)[0]))
 
 
 class DistilledReasoning(nn.Module):
@@ -186,6 +229,7 @@ class DriveModel(nn.Module):
         else:
             self.perception = PerceptionHead(cfg)
         self.distill = DistilledReasoning(cfg)
+        self.lanes = LaneHead(cfg) if cfg.perception.lanes else None
         self.command_embed = nn.Embedding(cfg.num_commands, d)
         self.state_embed = nn.Sequential(nn.Linear(3, d), nn.GELU(), nn.Linear(d, d))
         self.reasoning_proj = nn.Sequential(
@@ -225,11 +269,15 @@ class DriveModel(nn.Module):
         return torch.cat([tokens + self.token_type[0], extra], dim=1), state
 
     def heads(self, tokens: torch.Tensor, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
-        bev, light, span = self.perception(tokens, pooled)
+        bev, light, span, objects = self.perception(tokens, pooled)
         emb, flags, intent = self.distill(tokens)
         out = {"bev": bev, "light": light, "emb": emb, "flags": flags, "intent": intent}
         if span is not None:
             out["bev_span"] = span
+        if objects is not None:
+            out["objects"] = objects
+        if self.lanes is not None:
+            out["lanes"] = self.lanes(tokens)
         return out
 
     def forward(self, x: DriveInputs, sample: bool = False, generator=None) -> DriveOutput:
@@ -257,5 +305,14 @@ class DriveModel(nn.Module):
             else self.planner.training_outputs(context, state, generator)
         )
         return DriveOutput(
-            plan, h["bev"], h["light"], h["emb"], h["flags"], h["intent"], pooled, h.get("bev_span")
+            plan,
+            h["bev"],
+            h["light"],
+            h["emb"],
+            h["flags"],
+            h["intent"],
+            pooled,
+            h.get("bev_span"),
+            h.get("objects"),
+            h.get("lanes"),
         )

@@ -16,8 +16,9 @@
   (moved at constant velocity to each waypoint's time) beyond what the expert's own
   trajectory does;
 - L_comfort: jerk beyond nuPlan's bound along the predicted trajectory;
-- the auxiliary perception targets (BEV occupancy, light state) and the distillation of the
-  VLM (embedding) and of the auto labels (flags, intent).
+- the auxiliary perception targets (BEV occupancy, light state; with their heads the span
+  within cells, object boxes (`agent.model.objects`) and the lanes beside the route) and
+  the distillation of the VLM (embedding) and of the auto labels (flags, intent).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 from agent.data.schema import POSE_DT_S
 from agent.model.config import ModelConfig, PerceptionConfig
 from agent.model.drive_model import DriveModel, DriveOutput
+from agent.model.objects import object_targets
 
 EGO_RADIUS_M = 1.0  # [m] waypoints closer than this to a box count as a collision
 MAX_JERK_MPS3 = 4.13  # [m/s^3] nuPlan's comfort bound on longitudinal jerk
@@ -61,13 +63,17 @@ class LossWeights:
     aux: float = 0.5
     distill: float = 0.5
     span: float = 1.0  # x aux: the BEV span head's L1 (a model without one ignores it)
+    objects: float = 1.0  # x aux: the detection head (centre BCE + box and velocity L1)
+    lanes: float = 1.0  # x aux: the lane head's BCE
     mode_target: str = "anchor"  # L_mode's target: "anchor" or "candidate" (module docstring)
 
 
 @dataclass(frozen=True)
 class Targets:
     """trajectory (B, T, 2) [m]; obstacles (B, M, 8) schema.OBSTACLE_COLUMNS; obstacle_mask
-    (B, M); light_state (B,); flags (B, F) float; intent (B,); vlm_embedding (B, E) or None."""
+    (B, M); light_state (B,); flags (B, F) float; intent (B,); vlm_embedding (B, E) or None;
+    lanes (B, stations, columns) float or None (`schema.LANE_COLUMNS`), lanes_known (B,)
+    bool: which rows have lane labels (datasets collected before them do not)."""
 
     trajectory: torch.Tensor
     obstacles: torch.Tensor
@@ -76,6 +82,8 @@ class Targets:
     flags: torch.Tensor
     intent: torch.Tensor
     vlm_embedding: torch.Tensor | None = None
+    lanes: torch.Tensor | None = None
+    lanes_known: torch.Tensor | None = None
 
 
 def closest_anchor(anchors: torch.Tensor, trajectory: torch.Tensor) -> torch.Tensor:
@@ -248,6 +256,29 @@ def compute_losses(
         err = (torch.sigmoid(out.bev_span_logits) - spans).abs() * occupied
         terms["bev_span"] = err.sum() / occupied.sum().clamp(min=1.0)
         aux = aux + weights.span * terms["bev_span"]
+    if out.object_logits is not None:
+        centre, boxes = object_targets(cfg.perception, targets.obstacles, targets.obstacle_mask)
+        pos = centre.mean().clamp(1e-3, 0.5)
+        terms["object_centre"] = F.binary_cross_entropy_with_logits(
+            out.object_logits[:, :, 0], centre, pos_weight=((1 - pos) / pos).sqrt()
+        )
+        positive = centre[:, :, None]
+        count = positive.sum().clamp(min=1.0)
+        err = (out.object_logits[:, :, 1:] - boxes).abs() * positive
+        terms["object_box"] = err[:, :, :4].sum() / (4 * count)
+        terms["object_velocity"] = err[:, :, 4:].sum() / (2 * count)
+        aux = aux + weights.objects * (
+            terms["object_centre"] + terms["object_box"] + terms["object_velocity"]
+        )
+    if out.lane_logits is not None:
+        if targets.lanes is None or targets.lanes_known is None:
+            raise ValueError("the model has a lane head but the batch has no lane labels")
+        known = targets.lanes_known.float()[:, None, None].expand_as(out.lane_logits)
+        bce = F.binary_cross_entropy_with_logits(
+            out.lane_logits, targets.lanes.float(), reduction="none"
+        )
+        terms["lanes"] = (bce * known).sum() / known.sum().clamp(min=1.0)
+        aux = aux + weights.lanes * terms["lanes"]
     terms["light"] = F.cross_entropy(out.light_logits, targets.light_state)
     terms["distill_flags"] = F.binary_cross_entropy_with_logits(
         out.distilled_flags, targets.flags, pos_weight=flag_weight

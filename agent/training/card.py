@@ -144,9 +144,11 @@ def write_model_card(checkpoint: str | Path) -> Path:
         f"steps, {pl.decoder_layers}-layer cascade decoder; conditioned on visual tokens, the "
         "reasoning embedding, speed, command and target point.",
         f"- Heads: BEV occupancy ahead ({' / '.join(pe.bev_classes)}; x {list(pe.bev_x_m)} m, "
-        f"y {list(pe.bev_y_m)} m, cells {pe.cell_size[0]:g} x {pe.cell_size[1]:g} m) and light "
-        "state for the safety layer; a distillation head predicting the VLM embedding, flags "
-        "and intent.",
+        f"y {list(pe.bev_y_m)} m, cells {pe.cell_size[0]:g} x {pe.cell_size[1]:g} m)"
+        + (", object boxes with velocities (one per cell and class)" if pe.objects else "")
+        + (", the lanes beside the route" if pe.lanes else "")
+        + " and light state for the safety layer; a distillation head predicting the VLM "
+        "embedding, flags and intent.",
         f"- Size on disk: {_size_mb(directory):.1f} MB (VLM {_size_mb(directory / VLM_DIR):.1f} MB).",
         "",
         "## Training",
@@ -218,6 +220,8 @@ def write_model_card(checkpoint: str | Path) -> Path:
                 f"{perception['red_light_recall']}.",
             ]
             lines += _span_lines(perception.get("span"))
+            lines += _object_lines(perception.get("objects"))
+            lines += _lane_lines(perception.get("lanes"))
             lines += _guard_check_lines(perception.get("guard_checks"))
     else:
         lines.append("Not measured yet (`vlmdrive eval-open --out <checkpoint>/open_loop.json`).")
@@ -282,6 +286,51 @@ def _span_lines(span: dict[str, Any] | None) -> list[str]:
         "Span head (where across an occupied cell its objects lie), mean error of the two "
         "edges on cells both predicted and truly occupied: " + ", ".join(parts) + ".",
     ]
+
+
+def _object_lines(objects: dict[str, Any] | None) -> list[str]:
+    """The detection head's table (`open_loop.object_metrics`), if the model has one."""
+    if not objects:
+        return []
+    lines = [
+        "",
+        "Detection head (one box per cell and class with the object's centre, "
+        f"`agent.model.objects`; centre probability >= {objects['threshold']}):",
+        "",
+        "| class | centre precision | centre recall | true centres | hull edge error [m] "
+        "| velocity error [m/s] |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in objects.items():
+        if name == "threshold":
+            continue
+        lines.append(
+            f"| {name} | {v['precision']} | {v['recall']} | {v['support']} | "
+            f"{v['edge_mae_m']} | {v['velocity_mae_mps']} |"
+        )
+    return lines
+
+
+def _lane_lines(lanes: dict[str, Any] | None) -> list[str]:
+    """The lane head's table (`open_loop.lane_metrics`), if the model has one."""
+    if not lanes:
+        return []
+    lines = [
+        "",
+        "Lane head (the lanes beside the route at 0 / 20 / 40 m, all stations; "
+        f"probability >= {lanes['threshold']}):",
+        "",
+        "| lane | accuracy | majority-class accuracy | precision | recall | frames x stations |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in lanes.items():
+        if name == "threshold":
+            continue
+        lines.append(
+            f"| {name} | {v['accuracy']} | {v['majority_accuracy']} | {v['precision']} | "
+            f"{v['recall']} | {v['support']} |"
+        )
+    return lines
 
 
 def _guard_check_lines(checks: dict[str, Any] | None) -> list[str]:

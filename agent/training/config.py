@@ -51,6 +51,8 @@ class LossConfig(_Strict):
     aux: float = 0.5
     distill: float = 0.5
     span: float = 1.0  # BEV span head (`perception.bev_span`), inside the aux weight
+    objects: float = 1.0  # detection head (`perception.objects`), inside the aux weight
+    lanes: float = 1.0  # lane head (`perception.lanes`), inside the aux weight
     vlm_lm: float = 0.2  # language-model loss kept during the lora / joint stages
     # The planner's score target: the anchor nearest the expert (DiffusionDrive) or the
     # denoised candidate nearest it (agent/model/losses.py)

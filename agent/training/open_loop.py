@@ -27,11 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.data.schema import FLAGS, INTENTS, LIGHT_STATES, POSE_DT_S
+from agent.data.schema import FLAGS, INTENTS, LANE_COLUMNS, LIGHT_STATES, POSE_DT_S
 from agent.model.checkpoint import VLM_DIR, load_drive_model
 from agent.model.config import PerceptionConfig
-from agent.model.drive_model import DriveInputs
+from agent.model.drive_model import OBJECT_CHANNELS, OBJECT_VELOCITY_SCALE_MPS, DriveInputs
 from agent.model.losses import bev_spans, bev_targets, box_penetration
+from agent.model.objects import object_targets
 from agent.safety.guard import GuardConfig, SafetyGuard
 from agent.safety.offline import plan_check_rates
 from agent.training.trainer import load_arrays
@@ -244,6 +245,54 @@ def span_metrics(
     return out
 
 
+def object_metrics(
+    object_pred: np.ndarray,
+    centre_truth: np.ndarray,
+    box_truth: np.ndarray,
+    grid: PerceptionConfig,
+) -> dict[str, Any]:
+    """The detection head (`agent.model.objects`): object_pred (N, classes, 7, rows, cols)
+    its outputs, centre_truth (N, classes, rows, cols) {0, 1} and box_truth (N, classes, 6,
+    rows, cols) from `object_targets` -> per class, the centre cells' precision / recall,
+    and on the cells both predicted and true the mean absolute error of the hull's edges
+    [m] and of the velocity [m/s]."""
+    cx, cy = grid.cell_size
+    scale = np.array([cx, cx, cy, cy])[:, None]  # hull channels in cell sizes -> [m]
+    out: dict[str, Any] = {"threshold": FLAG_THRESHOLD}
+    for c, name in enumerate(grid.bev_classes):
+        pred = object_pred[:, c, 0] >= 0.0  # logit 0 = probability FLAG_THRESHOLD (0.5)
+        truth = centre_truth[:, c] > 0.5
+        both = pred & truth  # (N, rows, cols)
+        reg_pred = object_pred[:, c, 1:].transpose(1, 0, 2, 3)[:, both]  # (6, K)
+        reg_truth = box_truth[:, c].transpose(1, 0, 2, 3)[:, both]
+        err = np.abs(reg_pred.astype(np.float64) - reg_truth)
+        found = bool(both.any())
+        out[name] = {
+            **{k: v for k, v in _prf(pred, truth).items() if k != "iou"},
+            "edge_mae_m": round(float((err[:4] * scale).mean()), 3) if found else None,
+            "velocity_mae_mps": round(float(err[4:].mean() * OBJECT_VELOCITY_SCALE_MPS), 3)
+            if found
+            else None,
+        }
+    return out
+
+
+def lane_metrics(lane_prob: np.ndarray, lanes: np.ndarray) -> dict[str, Any]:
+    """The lane head: lane_prob / lanes (N, stations, columns) -> per column
+    (`schema.LANE_COLUMNS`, all stations together) accuracy at FLAG_THRESHOLD, the
+    majority-class accuracy to beat, precision and recall."""
+    out: dict[str, Any] = {"threshold": FLAG_THRESHOLD}
+    for c, name in enumerate(LANE_COLUMNS):
+        pred, truth = lane_prob[:, :, c] >= FLAG_THRESHOLD, lanes[:, :, c].astype(bool)
+        share = float(truth.mean())
+        out[name] = {
+            "accuracy": round(float((pred == truth).mean()), 4),
+            "majority_accuracy": round(max(share, 1.0 - share), 4),
+            **{k: v for k, v in _prf(pred, truth).items() if k != "iou"},
+        }
+    return out
+
+
 @torch.no_grad()
 def evaluate_open_loop(
     checkpoint: str | Path,
@@ -270,6 +319,15 @@ def evaluate_open_loop(
     span_shape = (n, len(grid.bev_classes), 2, *grid.bev_shape)
     span_pred = np.zeros(span_shape, dtype=np.float32) if grid.bev_span else None
     light_pred = np.zeros(n, dtype=np.int64)
+    object_pred = (
+        np.zeros((n, len(grid.bev_classes), OBJECT_CHANNELS, *grid.bev_shape), np.float32)
+        if grid.objects
+        else None
+    )
+    # lane labels (datasets collected before the field have none: the head is not scored)
+    lane_prob = (
+        np.zeros(d["lanes"].shape, np.float32) if grid.lanes and d["lanes_known"].all() else None
+    )
     for source in sources:
         chosen = np.zeros_like(gt)
         best_of_k = np.zeros(n)  # [m] the nearest candidate's error at 3 s
@@ -283,6 +341,10 @@ def evaluate_open_loop(
             bev_prob[rows] = torch.sigmoid(heads["bev"]).numpy()
             if span_pred is not None:
                 span_pred[rows] = torch.sigmoid(heads["bev_span"]).numpy()
+            if object_pred is not None:
+                object_pred[rows] = heads["objects"].numpy()
+            if lane_prob is not None:
+                lane_prob[rows] = torch.sigmoid(heads["lanes"]).numpy()
             light_pred[rows] = heads["light"].argmax(-1).numpy()
             emb, flag_logits, intent_logits = heads["emb"], heads["flags"], heads["intent"]
             if source == "vlm":
@@ -342,6 +404,22 @@ def evaluate_open_loop(
         results["perception"]["span"] = span_metrics(
             span_pred, span_truth, bev_pred, bev_truth, grid
         )
+    if object_pred is not None:
+        centre_truth = np.zeros(object_pred[:, :, 0].shape, np.float32)
+        box_truth = np.zeros_like(object_pred[:, :, 1:])
+        for i in range(0, n, 512):
+            block = slice(i, min(n, i + 512))
+            centre, boxes = object_targets(
+                grid,
+                torch.from_numpy(d["obstacles"][block]),
+                torch.from_numpy(d["obstacle_mask"][block]),
+            )
+            centre_truth[block], box_truth[block] = centre.numpy(), boxes.numpy()
+        results["perception"]["objects"] = object_metrics(
+            object_pred, centre_truth, box_truth, grid
+        )
+    if lane_prob is not None:
+        results["perception"]["lanes"] = lane_metrics(lane_prob, d["lanes"])
     results["perception"]["guard_checks"] = guard_checks(
         d, bev_prob, span_pred, bev_truth, span_truth, grid
     )

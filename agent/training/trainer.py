@@ -40,8 +40,15 @@ from rich.progress import (
 from torch.utils.tensorboard import SummaryWriter
 
 from agent.data.dataset import dataset_summary, history_index, load_shards
+from agent.data.schema import LANE_COLUMNS, LANE_STATIONS_M
 from agent.model.anchors import kmeans_anchors
-from agent.model.checkpoint import VLM_DIR, load_drive_model, read_config, save_drive_model
+from agent.model.checkpoint import (
+    VLM_DIR,
+    added_heads,
+    load_drive_model,
+    read_config,
+    save_drive_model,
+)
 from agent.model.drive_model import DriveInputs, DriveModel
 from agent.model.losses import LossWeights, Targets, compute_losses, flag_pos_weight
 from agent.reasoner.vlm import VLMReasoner
@@ -75,11 +82,11 @@ def load_arrays(
     """The training frames of `path` (its first `max_frames`), then every frame of the
     `extra` datasets, whose episode ids are shifted past the ones before them (each
     dataset numbers its episodes from 0; the history index needs them distinct)."""
-    data = load_shards(path)
+    data = _with_lanes_known(load_shards(path))
     if max_frames is not None:
         data = {k: v[:max_frames] for k, v in data.items()}
     for more_path in extra:
-        more = load_shards(more_path)
+        more = _with_lanes_known(load_shards(more_path))
         more["episode"] = more["episode"] + (int(data["episode"].max(initial=-1)) + 1)
         # a field one dataset lacks (schema.ADDED_FIELDS) is dropped from the union
         data = {k: np.concatenate([data[k], more[k]]) for k in data if k in more}
@@ -89,6 +96,17 @@ def load_arrays(
         )
     data["image"] = data["image"][:, :cameras]
     return Arrays(data, history_index(data["episode"], steps - 1))
+
+
+def _with_lanes_known(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`data` with "lanes_known" (N,) bool: whether its frames have lane labels. A dataset
+    collected before the `lanes` field gets all-False lanes that the loss masks out, so it
+    still trains everything else alongside one that has them."""
+    n = len(data["speed_mps"])
+    known = "lanes" in data
+    if not known:
+        data = {**data, "lanes": np.zeros((n, len(LANE_STATIONS_M), len(LANE_COLUMNS)), bool)}
+    return {**data, "lanes_known": np.full(n, known)}
 
 
 def drive_batch(
@@ -119,6 +137,8 @@ def drive_batch(
         flags=torch.from_numpy(d["flags"][rows]).float(),
         intent=torch.from_numpy(d["intent"][rows]),
         vlm_embedding=None if reasoning is None else reasoning.detach(),
+        lanes=torch.from_numpy(d["lanes"][rows]).float() if "lanes" in d else None,
+        lanes_known=torch.from_numpy(d["lanes_known"][rows]) if "lanes_known" in d else None,
     )
     return x, t
 
@@ -130,17 +150,20 @@ def current_images(arrays: Arrays, rows: np.ndarray) -> np.ndarray:
 
 def with_init_model_config(cfg: TrainConfig) -> TrainConfig:
     """A fine-tune's model config is its init checkpoint's. One given in the training
-    config must agree with it (a silent mismatch would load weights into another shape)."""
+    config must agree with it (a silent mismatch would load weights into another shape),
+    except that it may add heads (`checkpoint.ADDABLE_HEADS`: they start untrained)."""
     assert cfg.init is not None
     init_model, _ = read_config(cfg.init)
-    if "model" in cfg.model_fields_set and cfg.model != init_model:
-        ours, theirs = cfg.model.model_dump(), init_model.model_dump()
-        differ = sorted(k for k in ours if ours[k] != theirs.get(k))
+    if "model" not in cfg.model_fields_set or cfg.model == init_model:
+        return cfg.model_copy(update={"model": init_model})
+    try:
+        added_heads(init_model, cfg.model)
+    except ValueError as exc:
         raise ValueError(
-            f"model: differs from {cfg.init}'s model config in {differ}; "
+            f"model: differs from {cfg.init}'s model config {exc}; "
             "drop the model section to use the checkpoint's"
-        )
-    return cfg.model_copy(update={"model": init_model})
+        ) from exc
+    return cfg
 
 
 def trainable_parameters(model: DriveModel, patterns: tuple[str, ...]) -> list[torch.nn.Parameter]:
@@ -187,13 +210,21 @@ class Trainer:
             cfg.data.extra,
         )
         log.info("training frames: %d", len(arrays))
+        if cfg.model.perception.lanes and not arrays.data["lanes_known"].any():
+            names = ", ".join(str(p) for p in (cfg.data.train, *cfg.data.extra))
+            raise ValueError(
+                f"model.perception.lanes: none of the training data ({names}) has lane "
+                "labels (collected before the `lanes` field); collect data with this "
+                "version of `vlmdrive collect`"
+            )
         self.flag_weight = flag_pos_weight(arrays.data["flags"])
         self.writer = SummaryWriter(str(cfg.run_dir / "tb"))
         summary: dict[str, Any] = dict(progress.get("summary", {})) if progress else {}
         done = set(progress.get("done", [])) if progress else set()
         reasoner = self._reasoner(arrays, progress)
         if cfg.init is not None:
-            model, _ = load_drive_model(cfg.init)  # its anchors too, not re-clustered ones
+            # its anchors too, not re-clustered ones; heads the config adds start untrained
+            model, _ = load_drive_model(cfg.init, cfg.model)
             summary.setdefault("init", str(cfg.init))
         else:
             anchors = torch.from_numpy(

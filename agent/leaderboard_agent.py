@@ -40,7 +40,9 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
                                             # ablation (embedded simulator only)
     safety:
       enabled: true                         # false: the planner drives unguarded
-      perception: model                     # ground_truth[_span|_boxes|_lanes|
+      perception: model                     # model_grid: the grid heads alone (a
+                                            # model's detection / lane heads ignored);
+                                            # ground_truth[_span|_boxes|_lanes|
                                             # _boxes_lanes|_view]: perfect heads (+ spans
                                             # | object boxes | lanes | both | the
                                             # expert's whole view), an ablation
@@ -95,6 +97,9 @@ log = logging.getLogger(__name__)
 CAMERA_ID = "rgb_front"  # the default sensor suite's front camera (sim/sensors.py)
 
 
+MODEL_PERCEPTION = ("model", "model_grid")  # safety.perception values from the model's heads
+
+
 def get_entry_point() -> str:
     return "VLMDriveAgent"
 
@@ -104,8 +109,11 @@ class SafetyConfig(BaseModel):
 
     enabled: bool = True
     guard: GuardConfig = GuardConfig()
-    # What the guard perceives with: the model's heads, or (an ablation on the embedded
-    # simulator only) perfect heads from ground truth (agent/safety/ground_truth_perception.py)
+    # What the guard perceives with: the model's heads (with its detection and lane heads,
+    # if it has them: `PerceptionConfig.objects` / `.lanes`); `model_grid`: the model's
+    # grid heads alone, its detection and lane heads ignored (what they add, measured on
+    # one checkpoint; runs anywhere); or (an ablation on the embedded simulator only)
+    # perfect heads from ground truth (agent/safety/ground_truth_perception.py)
     # - ground_truth: the heads (grid occupancy, light, flags, intent);
     # - ground_truth_span: + where across each cell its objects lie;
     # - ground_truth_boxes: + exact object boxes with velocities on the grid's extent,
@@ -116,6 +124,7 @@ class SafetyConfig(BaseModel):
     #   route) instead of the one the guard builds (see `_Ablation`).
     perception: Literal[
         "model",
+        "model_grid",
         "ground_truth",
         "ground_truth_span",
         "ground_truth_boxes",
@@ -228,6 +237,8 @@ class VLMDriveAgent(AutonomousAgent):
                 gnss = np.asarray(input_data["gps"][1], dtype=np.float64)
                 compass = float(np.asarray(input_data["imu"][1])[-1])
                 step = self.driver.infer(image, speed, gnss, compass, time_s)
+                if self.config.safety.perception == "model_grid":
+                    step = dataclasses.replace(step, objects=None, lane_probs=None)
                 if self.ablation is not None:
                     step = self.ablation.observe(step)
             except Exception as exc:  # the guard turns a broken model into a stop
@@ -311,12 +322,12 @@ class _Ablation:
     def build(cls, config: AgentConfig, path: str, grid: PerceptionConfig) -> _Ablation | None:
         """The configured ablation (None: none), or a clear error where it cannot run."""
         wants = [f"planner: {config.planner}"] if config.planner != "model" else []
-        if config.safety.perception != "model":
+        if config.safety.perception not in MODEL_PERCEPTION:
             wants.append(f"safety.perception: {config.safety.perception}")
         if not wants:
             return None
         where = f"agent config {path or '(defaults)'}: {', '.join(wants)}"
-        if config.safety.perception != "model" and not config.safety.enabled:
+        if config.safety.perception not in MODEL_PERCEPTION and not config.safety.enabled:
             raise ValueError(
                 f"{where} replaces the guard's perception, but safety.enabled is false"
             )
@@ -327,7 +338,7 @@ class _Ablation:
             )
         mode = config.safety.perception
         perception = None
-        if mode != "model":
+        if mode not in MODEL_PERCEPTION:
             perception = GroundTruthPerception(
                 grid,
                 spans=mode == "ground_truth_span",

@@ -174,41 +174,77 @@ def with_lanes(path: Path) -> None:
     np.savez_compressed(shard, **data, lanes=lanes)
 
 
-def test_fine_tune_adds_the_heads_and_trains_lanes_only_where_labelled(tmp_path: Path) -> None:
-    write_dataset(tmp_path / "data")
-    write_dataset(tmp_path / "more", seed=1)  # collected before the lanes field
-    with_lanes(tmp_path / "data")
-    arrays = load_arrays(tmp_path / "data", 2, 1, extra=(tmp_path / "more",))
-    n = len(arrays) // 2
-    assert arrays.data["lanes_known"].tolist() == [True] * n + [False] * n
-    assert not arrays.data["lanes"][n:].any()
-
-    base = config(tmp_path, vlm=1, frozen=2)
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """A tiny checkpoint, then a fine-tune of it that adds both heads, on one dataset with
+    lane labels and one without: (its directory, its training summary, its config)."""
+    tmp = tmp_path_factory.mktemp("heads")
+    write_dataset(tmp / "data")
+    write_dataset(tmp / "more", seed=1)  # collected before the lanes field
+    with_lanes(tmp / "data")
+    base = config(tmp, vlm=1, frozen=2)
     Trainer(TrainConfig.model_validate(base), progress=False).run()
-    init = tmp_path / "ckpt"
-    model = base["model"] | {"perception": {"objects": True, "lanes": True}}
+    init = tmp / "ckpt"
     tune = base | {
         "init": str(init),
-        "model": model,
-        "data": {"train": str(tmp_path / "data"), "extra": [str(tmp_path / "more")]},
-        "out": str(tmp_path / "tuned"),
-        "run_dir": str(tmp_path / "run-tune"),
+        "model": base["model"] | {"perception": {"objects": True, "lanes": True}},
+        "data": {"train": str(tmp / "data"), "extra": [str(tmp / "more")]},
+        "out": str(tmp / "tuned"),
+        "run_dir": str(tmp / "run-tune"),
         "vlm": {"init": str(init / "vlm"), "image_size": 32, "vocab_size": 300},
         "stages": [{"name": "frozen", "steps": 2, "batch_size": 4}],
     }
     summary = Trainer(TrainConfig.model_validate(tune), progress=False).run()
-    assert {"object_centre", "lanes"} <= set(summary["frozen"])
-    tuned, _ = load_drive_model(tmp_path / "tuned")
-    assert tuned.cfg.perception.objects and tuned.cfg.perception.lanes
+    return tmp / "tuned", summary, tune
+
+
+def test_fine_tune_adds_the_heads_and_trains_lanes_only_where_labelled(tuned) -> None:
+    directory, summary, tune = tuned
+    data, more = Path(tune["data"]["train"]), Path(tune["data"]["extra"][0])
+    arrays = load_arrays(data, 2, 1, extra=(more,))
+    n = len(arrays) // 2
+    assert arrays.data["lanes_known"].tolist() == [True] * n + [False] * n
+    assert not arrays.data["lanes"][n:].any()
+
+    assert {"object_centre", "object_box", "object_velocity", "lanes"} <= set(summary["frozen"])
+    model, _ = load_drive_model(directory)
+    assert model.cfg.perception.objects and model.cfg.perception.lanes
 
     # a lane head with no lane labels anywhere is refused, naming the datasets
-    unlabelled = tune | {"data": {"train": str(tmp_path / "more")}}
+    unlabelled = tune | {"data": {"train": str(more)}}
     with pytest.raises(ValueError, match=r"perception.lanes: none of the training data \(.*more"):
         Trainer(TrainConfig.model_validate(unlabelled), progress=False).run()
     # other model differences from the init checkpoint are still errors
-    wrong = tune | {"model": model | {"d_model": 64}}
+    wrong = tune | {"model": tune["model"] | {"d_model": 64}}
     with pytest.raises(ValueError, match=r"differs from .*\['d_model'\]"):
         Trainer(TrainConfig.model_validate(wrong), progress=False)
+
+
+@pytest.mark.parametrize("perception", ["model", "model_grid"])
+def test_the_agent_hands_the_heads_to_the_guard_unless_told_not_to(
+    tuned, tmp_path: Path, perception: str
+) -> None:
+    from test_leaderboard_agent import Route, agent_config
+
+    cfg = agent_config(tmp_path, tuned[0], safety={"enabled": True, "perception": perception})
+    route = Route(cfg)  # no simulator registered: model_grid runs anywhere
+    seen: list = []
+    check = route.agent.guard.check
+    route.agent.guard.check = lambda inputs: seen.append(inputs) or check(inputs)
+    try:
+        for _ in range(3):
+            route.tick()
+    finally:
+        route.close()
+    got = seen[-1].perception
+    if perception == "model":
+        assert got.objects is not None
+        assert got.lanes is not None and got.lanes.shape == (
+            len(LANE_STATIONS_M),
+            len(LANE_COLUMNS),
+        )
+    else:
+        assert got.objects is None and got.lanes is None
 
 
 def test_the_heads_outputs_reach_the_guard(tmp_path: Path) -> None:

@@ -297,15 +297,16 @@ def _object_lines(objects: dict[str, Any] | None) -> list[str]:
         "Detection head (one box per cell and class with the object's centre, "
         f"`agent.model.objects`; centre probability >= {objects['threshold']}):",
         "",
-        "| class | centre precision | centre recall | true centres | hull edge error [m] "
-        "| velocity error [m/s] |",
-        "|---|---|---|---|---|---|",
+        "| class | centre precision | centre recall | within one cell: precision / recall "
+        "| true centres | hull edge error [m] | velocity error [m/s] |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, v in objects.items():
         if name == "threshold":
             continue
         lines.append(
-            f"| {name} | {v['precision']} | {v['recall']} | {v['support']} | "
+            f"| {name} | {v['precision']} | {v['recall']} | {v.get('precision_1cell')} / "
+            f"{v.get('recall_1cell')} | {v['support']} | "
             f"{v['edge_mae_m']} | {v['velocity_mae_mps']} |"
         )
     return lines

@@ -254,8 +254,10 @@ def object_metrics(
     """The detection head (`agent.model.objects`): object_pred (N, classes, 7, rows, cols)
     its outputs, centre_truth (N, classes, rows, cols) {0, 1} and box_truth (N, classes, 6,
     rows, cols) from `object_targets` -> per class, the centre cells' precision / recall,
-    and on the cells both predicted and true the mean absolute error of the hull's edges
-    [m] and of the velocity [m/s]."""
+    the same within one cell (a predicted centre with a true one in its 3 x 3
+    neighbourhood counts, and the other way round: a 4 m cell is a coarse depth bin for a
+    camera), and on the cells both predicted and true the mean absolute error of the
+    hull's edges [m] and of the velocity [m/s]."""
     cx, cy = grid.cell_size
     scale = np.array([cx, cx, cy, cy])[:, None]  # hull channels in cell sizes -> [m]
     out: dict[str, Any] = {"threshold": FLAG_THRESHOLD}
@@ -267,13 +269,31 @@ def object_metrics(
         reg_truth = box_truth[:, c].transpose(1, 0, 2, 3)[:, both]
         err = np.abs(reg_pred.astype(np.float64) - reg_truth)
         found = bool(both.any())
+        near_truth, near_pred = _neighbourhood(truth), _neighbourhood(pred)
         out[name] = {
             **{k: v for k, v in _prf(pred, truth).items() if k != "iou"},
+            "precision_1cell": round(float((pred & near_truth).sum() / pred.sum()), 4)
+            if pred.any()
+            else None,
+            "recall_1cell": round(float((truth & near_pred).sum() / truth.sum()), 4)
+            if truth.any()
+            else None,
             "edge_mae_m": round(float((err[:4] * scale).mean()), 3) if found else None,
             "velocity_mae_mps": round(float(err[4:].mean() * OBJECT_VELOCITY_SCALE_MPS), 3)
             if found
             else None,
         }
+    return out
+
+
+def _neighbourhood(cells: np.ndarray) -> np.ndarray:
+    """(N, rows, cols) bool -> the cells with a set cell in their 3 x 3 neighbourhood."""
+    padded = np.pad(cells, ((0, 0), (1, 1), (1, 1)))
+    rows, cols = cells.shape[1:]
+    out = np.zeros_like(cells)
+    for dr in range(3):
+        for dc in range(3):
+            out |= padded[:, dr : dr + rows, dc : dc + cols]
     return out
 
 

@@ -299,6 +299,12 @@ def test_open_loop_metrics_of_the_heads() -> None:
     assert m["vehicle"]["edge_mae_m"] == pytest.approx(0.5)  # 1 m on half the frames
     assert m["static"]["edge_mae_m"] == 0.0 and m["static"]["velocity_mae_mps"] == 0.0
     assert m["pedestrian"]["precision"] == 0.0 and m["pedestrian"]["recall"] is None
+    # a centre one cell off misses the cell metrics and counts within one cell
+    shifted = pred.clone()
+    shifted[:, 0] = torch.roll(pred[:, 0], 1, dims=-1)
+    near = object_metrics(shifted.numpy(), truth_c.numpy(), truth_b.numpy(), GRID)
+    assert near["vehicle"]["recall"] == 0.0 and near["vehicle"]["recall_1cell"] == 1.0
+    assert near["vehicle"]["precision_1cell"] == 1.0
 
     lanes = np.zeros((4, len(LANE_STATIONS_M), len(LANE_COLUMNS)), bool)
     lanes[:3, :, 0] = True  # left_same on 3 of 4 frames

@@ -65,6 +65,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -104,6 +105,10 @@ class PerceptionViewConfig(BaseModel):
     span_margin_m: float = Field(0.25, ge=0.0)  # [m] each side of a predicted span
     light_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] light state probability
     lane_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] a lane beside the route
+    # With perceived objects: "replace" = the view holds the objects alone (the grid is
+    # left out); "uncovered" = also the occupied cells that no object box of their class
+    # touches (a detection head that misses what the grid sees still leaves the cell).
+    object_cells: Literal["replace", "uncovered"] = "replace"
     flag_threshold: float = Field(0.5, gt=0.0, le=1.0)  # [-] rain / fog / night flags
     light_decel_mps2: float = Field(3.0, gt=0.0)  # [m/s^2] (dry) assumed stop before a light
     light_margin_m: float = Field(1.0, ge=0.0)  # [m] assumed stop line beyond that stop
@@ -335,6 +340,37 @@ def cell_obstacles(
     return centres, sizes, tuple(grid.bev_classes[int(c)] for c in cls), ids
 
 
+def _uncovered_cells(
+    perception: PerceptionOutputs,
+    objects: PerceivedObjects,
+    grid: PerceptionConfig,
+    config: PerceptionViewConfig,
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
+    """The occupied cells (`cell_obstacles`) that no perceived object of the cell's class
+    touches (its box, taken as axis-aligned, overlaps the whole cell)."""
+    centres, sizes, kinds, ids = cell_obstacles(
+        perception.occupancy,
+        grid,
+        config.occupancy_threshold,
+        config.cell_box_scale,
+        perception.span,
+        config.span_margin_m,
+    )
+    if not len(kinds) or not len(objects.kind):
+        return centres, sizes, kinds, ids
+    half_cell = np.asarray(grid.cell_size) / 2
+    gap = np.abs(centres[:, None, :] - objects.xy[None]) - half_cell - objects.size[None] / 2
+    touches = (gap <= 0.0).all(-1)  # (cells, objects)
+    same = np.asarray(kinds)[:, None] == np.asarray(objects.kind)[None]
+    keep = ~(touches & same).any(1)
+    return (
+        centres[keep],
+        sizes[keep],
+        tuple(k for k, kept in zip(kinds, keep, strict=True) if kept),
+        ids[keep],
+    )
+
+
 def assumed_stop_line_m(speed_mps: float, friction: float, config: PerceptionViewConfig) -> float:
     """[m] along the route from the ego's centre to where a perceived light's stop line is
     assumed (the module docstring): just beyond a stop from `speed_mps` at
@@ -434,6 +470,15 @@ def view_from_perception(
     else:
         centres, sizes, kinds, ids = objects.xy, objects.size, objects.kind, objects.ids
         yaw, velocity = objects.yaw, objects.velocity
+        if config.object_cells == "uncovered":
+            cells = _uncovered_cells(perception, objects, grid, config)
+            centres = np.concatenate([centres, cells[0]])
+            sizes = np.concatenate([sizes, cells[1]])
+            kinds = (*kinds, *cells[2])
+            # cell ids after the objects' (both index (classes, R, C), so offset them)
+            ids = np.concatenate([ids, cells[3] + perception.occupancy.size])
+            yaw = np.concatenate([yaw, np.zeros(len(cells[2]))])
+            velocity = np.concatenate([velocity, np.zeros((len(cells[2]), 2))])
     friction, visibility = road_conditions(
         perception.flags, config.flag_threshold, config.night_visibility_m
     )

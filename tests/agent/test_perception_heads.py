@@ -314,3 +314,36 @@ def test_open_loop_metrics_of_the_heads() -> None:
     assert lm["left_same"]["accuracy"] == 0.75 and lm["left_same"]["majority_accuracy"] == 0.75
     assert lm["left_same"]["precision"] == 0.75 and lm["left_same"]["recall"] == 1.0
     assert lm["right_same"]["accuracy"] == 1.0 and lm["right_same"]["recall"] is None
+
+
+def test_cells_no_detection_explains_stay_in_the_view_when_asked() -> None:
+    from agent.safety.perception_view import (
+        PerceivedObjects,
+        PerceptionOutputs,
+        PerceptionViewConfig,
+        view_from_perception,
+    )
+
+    occupancy = np.zeros((3, *GRID.bev_shape))
+    occupancy[0, 7, 4] = 1.0  # a vehicle cell the detection explains (x 20, y 2)
+    occupancy[2, 9, 2] = 1.0  # a static cell it missed (x 28, y -6)
+    occupancy[2, 7, 3] = 1.0  # a static cell under the car: another class, kept
+    car = PerceivedObjects(
+        xy=np.array([[20.5, 1.0]]),
+        size=np.array([[4.5, 2.0]]),
+        yaw=np.zeros(1),
+        velocity=np.array([[5.0, 0.0]]),
+        kind=("vehicle",),
+        ids=np.array([7 * 8 + 4]),
+    )
+    light = np.array([1.0, 0.0, 0.0, 0.0])
+    outputs = PerceptionOutputs(occupancy, light, np.zeros(11), objects=car)
+    route = np.array([[0.0, 0.0], [80.0, 0.0]])
+    replace = view_from_perception(outputs, 5.0, route, PerceptionViewConfig(), GRID)
+    assert replace.obstacle_kind == ("vehicle",)
+    config = PerceptionViewConfig(object_cells="uncovered")
+    merged = view_from_perception(outputs, 5.0, route, config, GRID)
+    assert merged.obstacle_kind == ("vehicle", "static", "static")
+    np.testing.assert_allclose(merged.obstacle_xy[0], [20.5, 1.0])
+    np.testing.assert_allclose(merged.obstacle_velocity[1:], 0.0)
+    assert len(set(merged.obstacle_id.tolist())) == 3  # cell ids do not clash with objects'

@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= outputs
 
-.PHONY: setup demo test test-all test-slow lint bench train data eval-model finetune eval-finetune clean
+.PHONY: setup demo test test-all test-slow lint bench train train-heads data eval-model finetune eval-finetune clean
 
 setup: $(STAMP)
 
@@ -61,6 +61,17 @@ train: data
 	test -f runs/round1/checkpoint/model.safetensors || $(BIN)/vlmdrive train --config configs/tiny_round1.yaml
 	test -d data/dagger || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(DAGGER_EPISODES) --out data/dagger --seed 2 --workers 2 --dagger configs/agent_dagger.yaml --dagger-beta 0.6 --quiet
 	$(BIN)/vlmdrive train --config configs/tiny.yaml
+
+# The perception-heads experiment (configs/tiny_heads.yaml, not the shipped model): the
+# shipped checkpoint with a detection head and a lane head added for the safety guard,
+# fine-tuned ~19 min. The lane labels need data collected by this version of `collect`:
+# data/lanes/{train,eval} repeat the data/train and data/eval commands. The older data/train
+# and data/dagger (from `make train`) train everything but the lanes.
+train-heads: data
+	test -d data/dagger || { echo "data/dagger is missing: run make train first"; exit 1; }
+	test -d data/lanes/train || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(TRAIN_EPISODES) --out data/lanes/train --seed 0 --workers 2 --perturb 0.2 --quiet
+	test -d data/lanes/eval || $(BIN)/vlmdrive collect --suite scenarios/library/eval --episodes $(EVAL_EPISODES) --out data/lanes/eval --seed 1 --workers 2 --quiet
+	$(BIN)/vlmdrive train --config configs/tiny_heads.yaml
 
 # Closed loop on the held-out eval suite (EVAL_SUITE; the default is its first variation of
 # every scenario, 14 routes — suite.yaml has all 55): the expert, the guarded agent, the

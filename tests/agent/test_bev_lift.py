@@ -66,8 +66,8 @@ def test_lifted_cells_read_the_image_where_they_are_seen() -> None:
     assert isinstance(head, CameraLiftPerception)
     h, w = head.feature_grid
     tokens = torch.randn(1, 2 * h * w, 32, requires_grad=True)  # history 1: two steps
-    bev, light, span = head(tokens, torch.randn(1, 32))
-    assert span is None  # no span head unless perception.bev_span
+    bev, light, span, objects = head(tokens, torch.randn(1, 32))
+    assert span is None and objects is None  # no span head unless perception.bev_span
     assert bev.shape == (1, 3, 32, 25) and light.shape == (1, model.cfg.num_light_states)
     # Unseen cells are reported free and carry no gradient.
     seen = head.seen

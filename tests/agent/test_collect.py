@@ -136,10 +136,15 @@ def test_a_dataset_from_before_an_added_field_still_loads(dataset: Path, tmp_pat
         arrays = {k: f[k] for k in f.files if k not in ADDED_FIELDS}
     np.savez_compressed(old / "shard-00000.npz", allow_pickle=False, **arrays)
     assert set(load_shards(old)) == set(FIELDS) - ADDED_FIELDS
-    # Mixed with a dataset that has them, the union leaves them out, never half-filled.
+    # Mixed with a dataset that has them, the union leaves them out, never half-filled;
+    # except the lanes, which the old frames get as all-False with `lanes_known` False
+    # (the lane head's loss masks them; tests/agent/test_perception_heads.py)
     mixed = load_arrays(dataset, 2, 1, extra=(old,))
-    assert "flag_distance_m" not in mixed.data and "lanes" not in mixed.data
-    assert len(mixed.data["flags"]) == 2 * len(load_shards(dataset)["flags"])
+    n = len(load_shards(dataset)["flags"])
+    assert "flag_distance_m" not in mixed.data
+    assert mixed.data["lanes_known"].tolist() == [True] * n + [False] * n
+    assert not mixed.data["lanes"][n:].any()
+    assert len(mixed.data["flags"]) == 2 * n
 
 
 def test_corrupt_or_missing_shards_name_the_file(dataset: Path, tmp_path: Path) -> None:

@@ -65,8 +65,8 @@ train: data
 # The perception-heads experiment (configs/tiny_heads.yaml, not the shipped model): the
 # shipped checkpoint with a detection head and a lane head added for the safety guard,
 # fine-tuned ~19 min. The lane labels need data collected by this version of `collect`:
-# data/lanes/{train,eval} repeat the data/train and data/eval commands. The older data/train
-# and data/dagger (from `make train`) train everything but the lanes.
+# data/lanes/{train,eval} repeat the data/train and data/eval commands; data/dagger (from
+# `make train`) trains everything but the lanes.
 train-heads: data
 	test -d data/dagger || { echo "data/dagger is missing: run make train first"; exit 1; }
 	test -d data/lanes/train || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(TRAIN_EPISODES) --out data/lanes/train --seed 0 --workers 2 --perturb 0.2 --quiet

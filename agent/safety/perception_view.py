@@ -30,11 +30,15 @@ route ahead from navigation. What the heads cannot tell is filled in conservativ
   its probe differs from the figures above).
 - Objects instead of cells: outputs that carry `PerceptionOutputs.objects` (boxes with
   yaw and velocity, as a detection head and a tracker would give them) put those boxes in
-  the view and leave the grid out. Only the ground-truth ablation fills them today
-  (`agent.safety.ground_truth_perception`, `boxes=True`). Measured with it (README, "The
-  Leaderboard agent"): on exact boxes the guard lets the expert's own passes through
-  (87.65 against 68.10 on perfect 4 m cells); the learned planner offers no pass, and
-  gains only when the lanes below are perceived too (51.17 against 45.62).
+  the view and leave the grid out (`object_cells: replace`), or add the occupied cells
+  that no object of their class touches (`object_cells: uncovered`: what a detection
+  head misses and the grid sees still counts). A model with the detection head
+  (`PerceptionConfig.objects`, `agent.model.objects`) fills them, and so does the
+  ground-truth ablation (`agent.safety.ground_truth_perception`, `boxes=True`). Measured
+  with it (README, "The Leaderboard agent"): on exact boxes the guard lets the expert's
+  own passes through (87.65 against 68.10 on perfect 4 m cells); the learned planner
+  offers no pass, and gains only when the lanes below are perceived too (51.17 against
+  45.62).
 - Light: the light head says which state governs the route within
   `agent.data.schema.LIGHT_RANGE_M`, not where its stop line is. The state is the first of
   red, yellow, green whose probability reaches `light_threshold` (red first: the
@@ -53,7 +57,8 @@ route ahead from navigation. What the heads cannot tell is filled in conservativ
   that carry `PerceptionOutputs.lanes` (the lanes beside the route at
   `agent.data.schema.LANE_STATIONS_M`, as the dataset labels them) set them: each route
   point takes the nearest station at or before it, a lane counting where its probability
-  reaches `lane_threshold`. Only the ground-truth ablation fills them today.
+  reaches `lane_threshold`. A model with the lane head (`PerceptionConfig.lanes`) fills
+  them, and so does the ground-truth ablation.
 - Route: the caller's (M, 2) polyline ahead, ego frame. The view starts it at the ego's
   projection and resamples it every `ROUTE_STEP_M` to `horizon_m`, carrying straight on
   past its end. `route_from_targets` builds it from the navigation's target points (all a

@@ -315,6 +315,14 @@ def test_open_loop_metrics_of_the_heads() -> None:
     assert lm["left_same"]["precision"] == 0.75 and lm["left_same"]["recall"] == 1.0
     assert lm["right_same"]["accuracy"] == 1.0 and lm["right_same"]["recall"] is None
 
+    # the model card shows both tables, and nothing for a model without the heads
+    from agent.training.card import _lane_lines, _object_lines
+
+    card = "\n".join(_object_lines(near) + _lane_lines(lm))
+    assert "| vehicle | 0.0 | 0.0 | 1.0 / 1.0 | 2 |" in card
+    assert "| left_same | 0.75 | 0.75 | 0.75 | 1.0 |" in card
+    assert _object_lines(None) == [] and _lane_lines(None) == []
+
 
 def test_cells_no_detection_explains_stay_in_the_view_when_asked() -> None:
     from agent.safety.perception_view import (

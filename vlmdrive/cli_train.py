@@ -114,6 +114,32 @@ def eval_open(
     _out.print(_summary_line(metrics))
 
 
+def draw_perception(
+    checkpoint: Annotated[Path, typer.Option(help="Model checkpoint directory.")] = Path(
+        "checkpoints/vlmdrive-tiny"
+    ),
+    data: Annotated[Path, typer.Option(help="Held-out shards (eval suite).")] = Path("data/eval"),
+    out: Annotated[Path, typer.Option(help="The PNG to write.")] = Path("outputs/perception.png"),
+    frames: Annotated[int, typer.Option(min=1, max=24, help="Frames to draw.")] = 6,
+    seed: Annotated[int, typer.Option(help="Which frames (random, one per episode).")] = 0,
+) -> None:
+    """Draw what the perception heads see against the labels: camera image over a
+    bird's-eye view of the grid, the occupancy, detection and lane heads
+    (agent/training/perception_pictures.py)."""
+    from agent.model.checkpoint import CheckpointError
+    from agent.training.perception_pictures import draw_perception as draw
+
+    if not data.is_dir():
+        _fail(f"--data {data} does not exist (vlmdrive collect --suite scenarios/library/eval ...)")
+    if out.suffix.lower() != ".png":
+        _fail(f"--out {out}: the picture is a PNG; give a path ending in .png")
+    try:
+        path = draw(checkpoint, data, out, frames=frames, seed=seed)
+    except (CheckpointError, ValueError) as exc:
+        _fail(str(exc))
+    _out.print(f"perception picture: {path}")
+
+
 COLLISIONS = ("collisions_layout", "collisions_pedestrian", "collisions_vehicle")
 
 
@@ -186,3 +212,4 @@ def register(app: typer.Typer) -> None:
     app.command("model-card")(model_card)
     app.command()(train)
     app.command("eval-open")(eval_open)
+    app.command("draw-perception")(draw_perception)

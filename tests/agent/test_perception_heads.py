@@ -355,3 +355,62 @@ def test_cells_no_detection_explains_stay_in_the_view_when_asked() -> None:
     np.testing.assert_allclose(merged.obstacle_xy[0], [20.5, 1.0])
     np.testing.assert_allclose(merged.obstacle_velocity[1:], 0.0)
     assert len(set(merged.obstacle_id.tolist())) == 3  # cell ids do not clash with objects'
+
+
+def test_perception_pictures_draw_labels_and_detections_where_they_are(tuned, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from agent.training.perception_pictures import (
+        GREEN,
+        KIND_COLOURS,
+        PX_PER_M,
+        pick_frames,
+        render_tile,
+    )
+    from vlmdrive.cli import app
+
+    grid = GRID
+    centre, boxes = object_targets(grid, *rows(CAR))
+
+    def bev(detections: np.ndarray | None) -> np.ndarray:
+        tile = render_tile(
+            np.zeros((128, 256, 3), np.uint8),
+            np.array([CAR], np.float32),
+            grid,
+            np.zeros((3, *grid.bev_shape)),
+            detections,
+            title="car",
+        )
+        return tile[-64 * PX_PER_M :]  # the bird's-eye view below the camera and the text
+
+    # the car's left edge (y 2.0 m) at its centre (x 20.5 m): the label's outline, and the
+    # detection's drawn over it
+    col, row = round((16 - 2.0) * PX_PER_M), round((56 - 20.5) * PX_PER_M)
+    labels_only = bev(None)
+    assert labels_only.shape[:2] == (64 * PX_PER_M, 32 * PX_PER_M)
+    edge = labels_only[row - 3 : row + 4, col - 1 : col + 2].reshape(-1, 3)
+    assert (edge == GREEN).all(1).any()
+    assert not (labels_only[:, : 10 * PX_PER_M] == GREEN).all(-1).any()  # nothing 6 m+ left
+    both = bev(perfect_logits(centre, boxes))
+    edge = both[row - 3 : row + 4, col - 1 : col + 2].reshape(-1, 3)
+    assert (edge == KIND_COLOURS["vehicle"]).all(1).any()
+
+    # frames with something ahead on the grid, one per episode
+    table = np.zeros((4, 2, 8), np.float32)
+    table[1, :, 0] = [10.0, 20.0]
+    table[3, :, 0] = [10.0, 90.0]  # one of them beyond the grid
+    picked = pick_frames(table, np.ones((4, 2), bool), np.array([0, 0, 1, 1]), grid, 2)
+    assert picked.tolist() == [1]
+
+    checkpoint, _, tune = tuned
+    out = tmp_path / "heads.png"
+    cli = CliRunner()
+    args = ["draw-perception", "--checkpoint", str(checkpoint), "--data", tune["data"]["train"]]
+    result = cli.invoke(app, [*args, "--out", str(out), "--frames", "2"])
+    assert result.exit_code == 0, result.output
+    import cv2
+
+    picture = cv2.imread(str(out))
+    assert picture is not None and picture.shape[1] == 2 * (32 * PX_PER_M + 2)
+    bad = cli.invoke(app, [*args, "--out", str(tmp_path / "heads.jpg")])
+    assert bad.exit_code != 0 and "ending in .png" in bad.output

@@ -88,7 +88,8 @@ def load_arrays(
     for more_path in extra:
         more = _with_lanes_known(load_shards(more_path))
         more["episode"] = more["episode"] + (int(data["episode"].max(initial=-1)) + 1)
-        # a field one dataset lacks (schema.ADDED_FIELDS) is dropped from the union
+        # a field one dataset lacks (schema.ADDED_FIELDS) is dropped from the union; the
+        # lanes are not: `_with_lanes_known` filled them, masked
         data = {k: np.concatenate([data[k], more[k]]) for k in data if k in more}
     if data["image"].shape[1] < cameras:
         raise ValueError(

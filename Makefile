@@ -64,7 +64,7 @@ train: data
 
 # The perception-heads experiment (configs/tiny_heads.yaml, not the shipped model): the
 # shipped checkpoint with a detection head and a lane head added for the safety guard,
-# fine-tuned ~19 min. The lane labels need data collected by this version of `collect`:
+# fine-tuned ~21 min. The lane labels need data collected by this version of `collect`:
 # data/lanes/{train,eval} repeat the data/train and data/eval commands; data/dagger (from
 # `make train`) trains everything but the lanes.
 train-heads: data

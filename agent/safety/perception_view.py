@@ -346,21 +346,13 @@ def cell_obstacles(
 
 
 def _uncovered_cells(
-    perception: PerceptionOutputs,
+    cells: tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray],
     objects: PerceivedObjects,
     grid: PerceptionConfig,
-    config: PerceptionViewConfig,
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray]:
-    """The occupied cells (`cell_obstacles`) that no perceived object of the cell's class
-    touches (its box, taken as axis-aligned, overlaps the whole cell)."""
-    centres, sizes, kinds, ids = cell_obstacles(
-        perception.occupancy,
-        grid,
-        config.occupancy_threshold,
-        config.cell_box_scale,
-        perception.span,
-        config.span_margin_m,
-    )
+    """Of the occupied cells (`cell_obstacles`' output), those that no perceived object of
+    the cell's class touches (its box, taken as axis-aligned, overlaps the whole cell)."""
+    centres, sizes, kinds, ids = cells
     if not len(kinds) or not len(objects.kind):
         return centres, sizes, kinds, ids
     half_cell = np.asarray(grid.cell_size) / 2
@@ -461,8 +453,9 @@ def view_from_perception(
     m = len(s)
 
     objects = perception.objects
-    if objects is None:
-        centres, sizes, kinds, ids = cell_obstacles(
+    cells = None
+    if objects is None or config.object_cells == "uncovered":
+        cells = cell_obstacles(
             perception.occupancy,
             grid,
             config.occupancy_threshold,
@@ -470,20 +463,23 @@ def view_from_perception(
             perception.span,
             config.span_margin_m,
         )
+    if objects is None:
+        assert cells is not None
+        centres, sizes, kinds, ids = cells
         n = len(kinds)
         yaw, velocity = np.zeros(n), np.zeros((n, 2))  # cells neither turn nor move
     else:
         centres, sizes, kinds, ids = objects.xy, objects.size, objects.kind, objects.ids
         yaw, velocity = objects.yaw, objects.velocity
-        if config.object_cells == "uncovered":
-            cells = _uncovered_cells(perception, objects, grid, config)
-            centres = np.concatenate([centres, cells[0]])
-            sizes = np.concatenate([sizes, cells[1]])
-            kinds = (*kinds, *cells[2])
+        if cells is not None:  # object_cells: uncovered
+            c_xy, c_size, c_kinds, c_ids = _uncovered_cells(cells, objects, grid)
+            centres = np.concatenate([centres, c_xy])
+            sizes = np.concatenate([sizes, c_size])
+            kinds = (*kinds, *c_kinds)
             # cell ids after the objects' (both index (classes, R, C), so offset them)
-            ids = np.concatenate([ids, cells[3] + perception.occupancy.size])
-            yaw = np.concatenate([yaw, np.zeros(len(cells[2]))])
-            velocity = np.concatenate([velocity, np.zeros((len(cells[2]), 2))])
+            ids = np.concatenate([ids, c_ids + perception.occupancy.size])
+            yaw = np.concatenate([yaw, np.zeros(len(c_kinds))])
+            velocity = np.concatenate([velocity, np.zeros((len(c_kinds), 2))])
     friction, visibility = road_conditions(
         perception.flags, config.flag_threshold, config.night_visibility_m
     )

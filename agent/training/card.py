@@ -5,6 +5,7 @@ holds: `model.yaml` (config + training summary), `open_loop.json` (vlmdrive eval
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -288,50 +289,70 @@ def _span_lines(span: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _head_table(
+    intro: str, columns: list[str], metrics: dict[str, Any], cells: Callable[[dict], list]
+) -> list[str]:
+    """A markdown table of one head's metrics: a row per entry of `metrics` (but its
+    "threshold"), the entry's name then `cells(entry)`."""
+    lines = ["", intro, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for name, v in metrics.items():
+        if name != "threshold":
+            lines.append("| " + " | ".join(str(c) for c in [name, *cells(v)]) + " |")
+    return lines
+
+
 def _object_lines(objects: dict[str, Any] | None) -> list[str]:
     """The detection head's table (`open_loop.object_metrics`), if the model has one."""
     if not objects:
         return []
-    lines = [
-        "",
+    return _head_table(
         "Detection head (one box per cell and class with the object's centre, "
         f"`agent.model.objects`; centre probability >= {objects['threshold']}):",
-        "",
-        "| class | centre precision | centre recall | within one cell: precision / recall "
-        "| true centres | hull edge error [m] | velocity error [m/s] |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, v in objects.items():
-        if name == "threshold":
-            continue
-        lines.append(
-            f"| {name} | {v['precision']} | {v['recall']} | {v.get('precision_1cell')} / "
-            f"{v.get('recall_1cell')} | {v['support']} | "
-            f"{v['edge_mae_m']} | {v['velocity_mae_mps']} |"
-        )
-    return lines
+        [
+            "class",
+            "centre precision",
+            "centre recall",
+            "within one cell: precision / recall",
+            "true centres",
+            "hull edge error [m]",
+            "velocity error [m/s]",
+        ],
+        objects,
+        lambda v: [
+            v["precision"],
+            v["recall"],
+            f"{v.get('precision_1cell')} / {v.get('recall_1cell')}",
+            v["support"],
+            v["edge_mae_m"],
+            v["velocity_mae_mps"],
+        ],
+    )
 
 
 def _lane_lines(lanes: dict[str, Any] | None) -> list[str]:
     """The lane head's table (`open_loop.lane_metrics`), if the model has one."""
     if not lanes:
         return []
-    lines = [
-        "",
+    return _head_table(
         "Lane head (the lanes beside the route at 0 / 20 / 40 m, all stations; "
         f"probability >= {lanes['threshold']}):",
-        "",
-        "| lane | accuracy | majority-class accuracy | precision | recall | frames x stations |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, v in lanes.items():
-        if name == "threshold":
-            continue
-        lines.append(
-            f"| {name} | {v['accuracy']} | {v['majority_accuracy']} | {v['precision']} | "
-            f"{v['recall']} | {v['support']} |"
-        )
-    return lines
+        [
+            "lane",
+            "accuracy",
+            "majority-class accuracy",
+            "precision",
+            "recall",
+            "frames x stations",
+        ],
+        lanes,
+        lambda v: [
+            v["accuracy"],
+            v["majority_accuracy"],
+            v["precision"],
+            v["recall"],
+            v["support"],
+        ],
+    )
 
 
 def _guard_check_lines(checks: dict[str, Any] | None) -> list[str]:

@@ -138,8 +138,8 @@ def drive_batch(
         flags=torch.from_numpy(d["flags"][rows]).float(),
         intent=torch.from_numpy(d["intent"][rows]),
         vlm_embedding=None if reasoning is None else reasoning.detach(),
-        lanes=torch.from_numpy(d["lanes"][rows]).float() if "lanes" in d else None,
-        lanes_known=torch.from_numpy(d["lanes_known"][rows]) if "lanes_known" in d else None,
+        lanes=torch.from_numpy(d["lanes"][rows]).float(),  # load_arrays fills both
+        lanes_known=torch.from_numpy(d["lanes_known"][rows]),
     )
     return x, t
 

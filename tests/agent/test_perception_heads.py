@@ -220,6 +220,36 @@ def test_fine_tune_adds_the_heads_and_trains_lanes_only_where_labelled(tuned) ->
         Trainer(TrainConfig.model_validate(wrong), progress=False)
 
 
+def test_training_only_the_added_heads_leaves_the_rest_of_the_checkpoint_exact(
+    tuned, tmp_path: Path
+) -> None:
+    """configs/tiny_heads_frozen.yaml's recipe: the heads learn on the checkpoint's frozen
+    features, so the encoder, the grid, the light head and the planner (buffers included:
+    the frozen parts stay in eval mode) are the init checkpoint's, bit for bit."""
+    _, _, tune = tuned
+    only_heads = tune | {
+        "out": str(tmp_path / "heads"),
+        "run_dir": str(tmp_path / "run"),
+        "stages": [
+            {
+                "name": "frozen",
+                "steps": 3,
+                "batch_size": 4,
+                "lr": 1e-2,
+                "trainable": ["perception.objects.*", "lanes.*"],
+            }
+        ],
+    }
+    Trainer(TrainConfig.model_validate(only_heads), progress=False).run()
+    init, _ = load_drive_model(Path(tune["init"]))
+    heads, _ = load_drive_model(tmp_path / "heads")
+    before, after = init.state_dict(), heads.state_dict()
+    added = set(after) - set(before)
+    assert added and all(k.startswith(("perception.objects.", "lanes.")) for k in added)
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+
+
 @pytest.mark.parametrize("perception", ["model", "model_grid"])
 def test_the_agent_hands_the_heads_to_the_guard_unless_told_not_to(
     tuned, tmp_path: Path, perception: str

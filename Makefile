@@ -62,16 +62,19 @@ train: data
 	test -d data/dagger || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(DAGGER_EPISODES) --out data/dagger --seed 2 --workers 2 --dagger configs/agent_dagger.yaml --dagger-beta 0.6 --quiet
 	$(BIN)/vlmdrive train --config configs/tiny.yaml
 
-# The perception-heads experiment (configs/tiny_heads.yaml, not the shipped model): the
-# shipped checkpoint with a detection head and a lane head added for the safety guard,
-# fine-tuned ~21 min. The lane labels need data collected by this version of `collect`:
+# The perception-heads experiments (not the shipped model): the shipped checkpoint with a
+# detection head and a lane head added for the safety guard. HEADS_CONFIG picks the recipe:
+# configs/tiny_heads.yaml fine-tunes everything (~21 min), configs/tiny_heads_frozen.yaml
+# trains the new heads alone on the frozen features (~12 min; the planner stays the
+# shipped one). The lane labels need data collected by this version of `collect`:
 # data/lanes/{train,eval} repeat the data/train and data/eval commands; data/dagger (from
 # `make train`) trains everything but the lanes.
+HEADS_CONFIG ?= configs/tiny_heads.yaml
 train-heads: data
 	test -d data/dagger || { echo "data/dagger is missing: run make train first"; exit 1; }
 	test -d data/lanes/train || $(BIN)/vlmdrive collect --suite scenarios/library/train --episodes $(TRAIN_EPISODES) --out data/lanes/train --seed 0 --workers 2 --perturb 0.2 --quiet
 	test -d data/lanes/eval || $(BIN)/vlmdrive collect --suite scenarios/library/eval --episodes $(EVAL_EPISODES) --out data/lanes/eval --seed 1 --workers 2 --quiet
-	$(BIN)/vlmdrive train --config configs/tiny_heads.yaml
+	$(BIN)/vlmdrive train --config $(HEADS_CONFIG)
 
 # Closed loop on the held-out eval suite (EVAL_SUITE; the default is its first variation of
 # every scenario, 14 routes — suite.yaml has all 55): the expert, the guarded agent, the

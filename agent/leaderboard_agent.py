@@ -36,6 +36,7 @@ Agent config (YAML, every key optional, unknown keys rejected with file:line):
     device: cpu                             # torch device of the driving model
     threads: 1                              # torch threads of the control step
     seed: 0                                 # diffusion noise
+    object_threshold: 0.5                   # detection head: a box at this probability
     planner: model                          # expert: the rules' plan on ground truth, an
                                             # ablation (embedded simulator only)
     safety:
@@ -66,6 +67,7 @@ from agent.expert import ExpertDriver, ExpertObservation
 from agent.model.config import ModelConfig, PerceptionConfig
 from agent.model_agent import (
     DEFAULT_CHECKPOINT,
+    OBJECT_THRESHOLD,
     ModelAgentConfig,
     ModelDriver,
     ModelStep,
@@ -149,6 +151,7 @@ class AgentConfig(BaseModel):
     device: str = "cpu"
     threads: int = Field(1, ge=1)
     seed: int = 0
+    object_threshold: float = Field(OBJECT_THRESHOLD, gt=0.0, lt=1.0)  # see ModelAgentConfig
     # Whose trajectory the guard checks: the model's planner, or (an ablation on the embedded
     # simulator only) the expert's rules on ground truth, the model still running for the
     # guard's perception (see `_Ablation`).
@@ -169,6 +172,7 @@ class AgentConfig(BaseModel):
             device=self.device,
             threads=self.threads,
             seed=self.seed,
+            object_threshold=self.object_threshold,
         )
 
 

@@ -57,7 +57,7 @@ from sim.tracking import WaypointTracker
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "vlmdrive-tiny"
 TICKS_PER_HISTORY_STEP = 10  # 0.5 s at 20 Hz: the dataset's frame spacing
 FLAG_THRESHOLD = 0.5
-OBJECT_THRESHOLD = 0.5  # [-] a detection cell at or above holds an object
+OBJECT_THRESHOLD = 0.5  # [-] default: a detection cell at or above holds an object
 
 
 def get_entry_point() -> str:
@@ -74,8 +74,8 @@ class ModelStep:
     flag_probs (FLAGS,) and intent_probs (INTENTS,) from the reasoning source in use; target
     points from navigation; bev_span (classes, 2, rows, cols) where across each cell its
     objects lie (fractions of the cell's width), None for a model without the span head;
-    objects: the detection head's boxes at OBJECT_THRESHOLD (`agent.model.objects`), None
-    without the head; lane_probs (stations, columns) the lanes beside the route
+    objects: the detection head's boxes at `ModelAgentConfig.object_threshold`
+    (`agent.model.objects`), None without the head; lane_probs (stations, columns) the lanes beside the route
     (`schema.LANE_COLUMNS`), None without the lane head.
     """
 
@@ -137,6 +137,9 @@ class ModelAgentConfig(BaseModel):
     device: str = "cpu"  # torch device of the driving model ("cpu", "cuda", "cuda:1"...)
     threads: int = Field(1, ge=1)
     seed: int = 0
+    # [-] a detection-head cell whose centre probability reaches this holds an object box
+    # (a model with `perception.objects` only). Higher: fewer phantom boxes, more missed.
+    object_threshold: float = Field(OBJECT_THRESHOLD, gt=0.0, lt=1.0)
 
 
 def perceived_objects(
@@ -264,7 +267,11 @@ class ModelDriver:
             else torch.sigmoid(out.bev_span_logits[0]).cpu().numpy(),
             objects=None
             if out.object_logits is None
-            else perceived_objects(out.object_logits[0].cpu().numpy(), self.model.cfg.perception),
+            else perceived_objects(
+                out.object_logits[0].cpu().numpy(),
+                self.model.cfg.perception,
+                self.config.object_threshold,
+            ),
             lane_probs=None
             if out.lane_logits is None
             else torch.sigmoid(out.lane_logits[0]).cpu().numpy(),

@@ -277,6 +277,29 @@ def test_the_agent_hands_the_heads_to_the_guard_unless_told_not_to(
         assert got.objects is None and got.lanes is None
 
 
+def test_the_agent_config_sets_the_detection_threshold(tuned, tmp_path: Path) -> None:
+    """`object_threshold` reaches the boxes the guard sees: near 0 every cell and class
+    holds a box, near 1 none does."""
+    from test_leaderboard_agent import Route, agent_config
+
+    counts = []
+    for threshold in (1e-6, 1 - 1e-6):
+        cfg = agent_config(tmp_path, tuned[0], object_threshold=threshold)
+        route = Route(cfg)
+        seen: list = []
+        check = route.agent.guard.check
+        route.agent.guard.check = lambda inputs, seen=seen, check=check: (
+            seen.append(inputs) or check(inputs)
+        )
+        try:
+            route.tick()
+        finally:
+            route.close()
+        counts.append(len(seen[-1].perception.objects.kind))
+    classes, (rows, cols) = len(GRID.bev_classes), GRID.bev_shape
+    assert counts == [classes * rows * cols, 0]
+
+
 def test_the_heads_outputs_reach_the_guard(tmp_path: Path) -> None:
     from agent.leaderboard_agent import guard_inputs
     from agent.model_agent import ModelStep, perceived_objects

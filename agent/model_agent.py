@@ -75,8 +75,8 @@ class ModelStep:
     points from navigation; bev_span (classes, 2, rows, cols) where across each cell its
     objects lie (fractions of the cell's width), None for a model without the span head;
     objects: the detection head's boxes at `ModelAgentConfig.object_threshold`
-    (`agent.model.objects`), None without the head; lane_probs (stations, columns) the lanes beside the route
-    (`schema.LANE_COLUMNS`), None without the lane head.
+    (`agent.model.objects`), None without the head; lane_probs (stations, columns) the
+    lanes beside the route (`schema.LANE_COLUMNS`), None without the lane head.
     """
 
     trajectory: np.ndarray

@@ -28,6 +28,7 @@ from agent.data.schema import LANE_STATIONS_M
 from agent.model.checkpoint import load_drive_model
 from agent.model.config import PerceptionConfig
 from agent.model.objects import decode_objects
+from agent.safety.perception_view import EGO_LENGTH_M, EGO_WIDTH_M
 from agent.training.trainer import load_arrays
 
 PX_PER_M = 6  # bird's-eye view scale
@@ -104,7 +105,8 @@ def render_tile(
             far, left = centre_xy + box_size / 2
             near, right = centre_xy - box_size / 2
             cv2.rectangle(bev, _px(grid, far, left), _px(grid, near, right), KIND_COLOURS[kind], 2)
-    cv2.rectangle(bev, _px(grid, 2.4, 1.06), _px(grid, -2.4, -1.06), WHITE, -1)
+    half_l, half_w = EGO_LENGTH_M / 2, EGO_WIDTH_M / 2
+    cv2.rectangle(bev, _px(grid, half_l, half_w), _px(grid, -half_l, -half_w), WHITE, -1)
     camera = cv2.resize(image_bgr, (width, width * image_bgr.shape[0] // image_bgr.shape[1]))
     lines = [title[:32]]
     if lane_prob is not None and lanes is not None:
